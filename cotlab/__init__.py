@@ -1,0 +1,11 @@
+"""cotlab: a Jupyter-first teaching and research suite for chain-of-thought fine-tuning.
+
+The package is flat on purpose: one module per idea (models, data, prompts, verify, generate,
+evaluate, distill, train, rewards, analysis, plots, runs, cli).  Notebooks call into it.
+"""
+
+__version__ = "0.1.0"
+
+
+class CotlabError(Exception):
+    """A user-facing error: the CLI prints its message on one line and exits non-zero."""

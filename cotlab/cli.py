@@ -1,0 +1,128 @@
+"""The `cotlab` command: one subcommand per stage, each a thin wrapper over a package function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cotlab import CotlabError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--k", type=positive_int, default=1, help="samples per question (k > 1 needs --temperature > 0)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="sequences per forward pass")
+
+
+def cmd_eval(args) -> int:
+    from cotlab.data import load_records
+    from cotlab.evaluate import evaluate, write_eval
+    from cotlab.generate import SamplingConfig
+    from cotlab.models import load_model
+    from cotlab.prompts import check_style, exemplars_from
+
+    check_style(args.style)
+    out = Path(args.out or f"runs/eval-{Path(args.model).name}-{args.data.replace(':', '_').replace('/', '_')[:40]}")
+    if (out / "summary.json").exists():
+        raise CotlabError(f"{out} already holds an evaluation (summary.json): choose another --out")
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                              k=args.k, batch_size=args.batch_size, seed=args.seed)
+    records = load_records(args.data, n=args.n, split=args.split, seed=args.seed)
+    exemplars = exemplars_from(load_records(args.data, n=3, split="train", seed=args.seed)) if args.style == "few_shot_cot" else None
+    model, tokenizer = load_model(args.model, adapter=args.adapter)
+    result = evaluate(model, tokenizer, records, style=args.style, sampling=sampling, exemplars=exemplars)
+    write_eval(out, result, model=args.model, adapter=args.adapter, data=args.data, split=args.split, seed=args.seed)
+    s = result.summary
+    print(f"accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} on {s['n']} questions; "
+          f"mean completion {s['mean_completion_tokens']:.1f} tokens; {s['tokens_per_second']} tokens/s")
+    print(f"wrote {out}/predictions.jsonl and {out}/summary.json")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from cotlab.runs import parse_overrides, resume_run, start_run
+
+    if args.resume:
+        run_dir, summary = resume_run(args.resume)
+    else:
+        run_dir, summary = start_run(args.profile, out=args.out, only=args.only, overrides=parse_overrides(args.param))
+    print(f"accuracy by stage: {json.dumps(summary['accuracy'])}")
+    print(f"run directory: {run_dir}  (summary.json, executed notebooks, figures)")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from cotlab.data import reasoning_gym_tasks
+
+    print("\n".join(reasoning_gym_tasks()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cotlab", description="Chain-of-thought fine-tuning, lesson by lesson.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="evaluate a model on a task: predictions.jsonl + summary.json")
+    p.add_argument("--model", default="embedded", help="embedded, tiny-random, a local folder or a hub id")
+    p.add_argument("--adapter", help="a PEFT adapter folder to apply")
+    p.add_argument("--data", required=True, help="rg:TASK, a GSM8K-format JSONL file, or hf:DATASET[:CONFIG][:SPLIT]")
+    p.add_argument("--n", type=positive_int, default=50, help="number of questions")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"])
+    p.add_argument("--style", default="think", help="direct, zero_shot_cot, few_shot_cot or think")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (must not hold an earlier evaluation)")
+    add_sampling_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("run", help="execute the numbered notebooks with papermill into a fresh run directory")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu or gpu (configs/profiles/)")
+    p.add_argument("--out", help="run directory (must be new or empty); default runs/<time>-<profile>")
+    p.add_argument("--only", nargs="+", metavar="NB", help="notebooks to run, by number or name prefix")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run, skipping finished notebooks")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tasks", help="list the reasoning-gym task names usable as rg:NAME")
+    p.set_defaults(func=cmd_tasks)
+
+    from cotlab import train
+
+    train.add_cli(sub)
+    try:
+        from cotlab import distill
+
+        distill.add_cli(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CotlabError as e:
+        print(f"cotlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cotlab: interrupted; finished results are kept (cotlab run --resume continues a run)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Evaluation: accuracy, pass@k, majority vote and completion length on a list of records."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from cotlab import CotlabError
+from cotlab.generate import GenerationStats, SamplingConfig, generate
+from cotlab.io import atomic_write_json, write_jsonl
+from cotlab.prompts import build_messages, render_prompt
+from cotlab.verify import extract_answer, format_ok, is_correct
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al., *Evaluating Large Language
+    Models Trained on Code*): 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_vote(predictions: list[str | None]) -> str | None:
+    """The most common non-empty answer; ties go to the answer seen first (self-consistency)."""
+    votes = Counter(p for p in predictions if p)
+    if not votes:
+        return None
+    best = max(votes.values())
+    return next(p for p in predictions if p and votes[p] == best)
+
+
+def binomial_stderr(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n) if n else 0.0
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict]
+    summary: dict
+
+
+def evaluate(model, tokenizer, records, style: str = "think", sampling: SamplingConfig | None = None,
+             exemplars=None, progress: bool = True) -> EvalResult:
+    """Generate k completions per record and score them.
+
+    `correct`/`prediction` describe the first sample (greedy when temperature is 0); with k > 1
+    each row also has every sample, its majority vote, and pass@k.
+    """
+    if not records:
+        raise CotlabError("nothing to evaluate: the record list is empty")
+    sampling = sampling or SamplingConfig()
+    prompts = [render_prompt(tokenizer, build_messages(r.question, style, exemplars)) for r in records]
+    stats = GenerationStats()
+    completions = generate(model, tokenizer, prompts, sampling, progress=progress, stats=stats)
+    rows = []
+    for record, samples in zip(records, completions):
+        predictions = [extract_answer(s.text) for s in samples]
+        correct = [is_correct(record, p) for p in predictions]
+        first = samples[0]
+        row = {
+            "id": record.id,
+            "question": record.question,
+            "gold": record.answer,
+            "prediction": predictions[0],
+            "correct": correct[0],
+            "completion": first.text,
+            "completion_tokens": first.tokens,
+            "finished": first.finished,
+            "format_ok": format_ok(first.text),
+        }
+        if sampling.k > 1:
+            vote = majority_vote(predictions)
+            row.update(
+                samples=[{"prediction": p, "correct": c, "tokens": s.tokens, "completion": s.text}
+                         for p, c, s in zip(predictions, correct, samples)],
+                n_correct=sum(correct),
+                majority=vote,
+                majority_correct=is_correct(record, vote),
+            )
+        rows.append(row)
+    return EvalResult(rows, summarize(rows, sampling, style, stats))
+
+
+def summarize(rows: list[dict], sampling: SamplingConfig, style: str, stats: GenerationStats | None = None) -> dict:
+    n = len(rows)
+    accuracy = sum(r["correct"] for r in rows) / n
+    summary = {
+        "n": n,
+        "style": style,
+        "accuracy": accuracy,
+        "accuracy_stderr": binomial_stderr(accuracy, n),
+        "mean_completion_tokens": sum(r["completion_tokens"] for r in rows) / n,
+        "clipped_ratio": sum(not r["finished"] for r in rows) / n,
+        "format_ok_ratio": sum(r["format_ok"] for r in rows) / n,
+        "sampling": sampling.to_dict(),
+    }
+    if sampling.k > 1:
+        summary[f"pass@{sampling.k}"] = sum(pass_at_k(sampling.k, r["n_correct"], sampling.k) for r in rows) / n
+        summary[f"maj@{sampling.k}"] = sum(r["majority_correct"] for r in rows) / n
+    if stats is not None:
+        summary["generated_tokens"] = stats.tokens
+        summary["generation_seconds"] = round(stats.seconds, 2)
+        summary["tokens_per_second"] = round(stats.tokens_per_second, 1)
+    return summary
+
+
+def write_eval(out_dir: str | Path, result: EvalResult, **context) -> Path:
+    """Write predictions.jsonl and summary.json; refuse to overwrite an earlier evaluation."""
+    out = Path(out_dir)
+    if (out / "summary.json").exists():
+        raise CotlabError(f"{out} already holds an evaluation (summary.json): choose another --out")
+    write_jsonl(out / "predictions.jsonl", result.rows)
+    atomic_write_json(out / "summary.json", {**result.summary, **context})
+    return out

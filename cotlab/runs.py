@@ -1,0 +1,255 @@
+"""Run directories and papermill orchestration.
+
+A run directory holds everything one execution of the suite produced: the executed notebooks,
+their figures, each stage's artefacts and results, `run.json` (profile, parameters, seed,
+library versions, git commit) and a run-level `summary.json`.  A new run never reuses an
+existing folder; `resume_run` continues an interrupted one, skipping finished notebooks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from cotlab import CotlabError, __version__
+from cotlab.io import atomic_write_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PROFILE_DIR = REPO_ROOT / "configs" / "profiles"
+RESULTS = "results"
+
+
+# Profiles ---------------------------------------------------------------------------------------
+
+
+def profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict:
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise CotlabError(f"unknown profile '{name}': choose one of {', '.join(profiles())}")
+    profile = yaml.safe_load(path.read_text()) or {}
+    profile.setdefault("common", {})
+    profile.setdefault("notebooks", {})
+    return profile
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in order; `only` picks some by number or name prefix ('00', '02_sft')."""
+    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return found
+    chosen = []
+    for key in only:
+        matches = [nb for nb in found if nb.stem.startswith(key)]
+        if not matches:
+            raise CotlabError(f"no notebook matches '{key}': have {', '.join(nb.stem for nb in found)}")
+        chosen.extend(m for m in matches if m not in chosen)
+    return sorted(chosen)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """`-p key=value` pairs; values are read as YAML, so numbers, booleans and lists work."""
+    overrides = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise CotlabError(f"bad parameter '{pair}': expected key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def notebook_parameters(notebook: Path) -> dict:
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def plan_parameters(profile: dict, selected: list[Path], overrides: dict) -> dict[str, dict]:
+    """Parameters for each notebook: profile common < profile per-notebook < -p overrides,
+    keeping only the names each notebook declares.  An override no notebook declares is an
+    error, raised before any work starts."""
+    plan, declared = {}, set()
+    for nb in selected:
+        names = set(notebook_parameters(nb))
+        declared |= names
+        merged = {**profile["common"], **profile["notebooks"].get(nb.stem, {}), **overrides}
+        plan[nb.stem] = {k: v for k, v in merged.items() if k in names}
+    unknown = sorted(set(overrides) - declared)
+    if unknown:
+        raise CotlabError(f"unknown parameter(s) {', '.join(unknown)}: no selected notebook declares them")
+    return plan
+
+
+# Provenance -------------------------------------------------------------------------------------
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def environment_info() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "reasoning-gym", "vllm"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    info = {"cotlab": __version__, "python": platform.python_version(), "versions": versions, "git_commit": git_commit()}
+    try:
+        import torch
+
+        info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    except ImportError:
+        pass
+    return info
+
+
+# Run directories --------------------------------------------------------------------------------
+
+
+def new_run_dir(out: str | Path | None, profile: str, root: str | Path = "runs") -> Path:
+    """A fresh folder: `out` if given and empty or absent, else runs/<timestamp>-<profile>."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and any(path.iterdir()):
+            raise CotlabError(f"{path} already exists and is not empty: a run never overwrites another (use --resume to continue it)")
+        path.mkdir(parents=True, exist_ok=True)
+        return path.resolve()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(100):
+        path = Path(root) / (f"{stamp}-{profile}" + (f"-{attempt}" if attempt else ""))
+        try:
+            path.mkdir(parents=True)
+            return path.resolve()
+        except FileExistsError:
+            continue
+    raise CotlabError(f"could not create a fresh run directory under {root}")
+
+
+def save_stage(run_dir: str | Path, stage: str, result: dict) -> Path:
+    """Record one stage's headline numbers (accuracy, lengths, timings) for the run summary."""
+    return atomic_write_json(Path(run_dir) / RESULTS / f"{stage}.json", {"stage": stage, **result})
+
+
+def load_stage(run_dir: str | Path, stage: str) -> dict | None:
+    path = Path(run_dir) / RESULTS / f"{stage}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stage_results(run_dir: str | Path) -> dict[str, dict]:
+    folder = Path(run_dir) / RESULTS
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def summarize_run(run_dir: Path) -> dict:
+    """The run-level summary: per-stage accuracy and length maps plus each notebook's status."""
+    run = json.loads((run_dir / "run.json").read_text())
+    stages = stage_results(run_dir)
+    summary = {
+        "profile": run["profile"],
+        "seed": run.get("seed"),
+        "accuracy": {},
+        "mean_completion_tokens": {},
+        "notebooks": run.get("notebooks", {}),
+        "run_dir": str(run_dir),
+    }
+    for name, result in stages.items():
+        for stage, numbers in (result.get("evaluations") or {}).items():
+            summary["accuracy"][stage] = numbers["accuracy"]
+            summary["mean_completion_tokens"][stage] = numbers["mean_completion_tokens"]
+    summary["stages"] = stages
+    summary["wall_seconds"] = round(sum(nb.get("wall_seconds", 0) for nb in summary["notebooks"].values()), 1)
+    return summary
+
+
+def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], log=print) -> dict:
+    """Run the selected notebooks in order with papermill, recording progress after each one."""
+    import papermill
+
+    run_file = run_dir / "run.json"
+    run = json.loads(run_file.read_text())
+    for nb in selected:
+        status = run["notebooks"].get(nb.stem, {})
+        if status.get("status") == "done":
+            log(f"  {nb.stem}: done earlier, skipped")
+            continue
+        parameters = {**plan[nb.stem]}
+        if "run_dir" in notebook_parameters(nb):
+            parameters["run_dir"] = str(run_dir)
+        log(f"  {nb.stem}: running ({', '.join(f'{k}={v}' for k, v in parameters.items() if k != 'run_dir')})")
+        start = time.perf_counter()
+        run["notebooks"][nb.stem] = {"status": "running", "parameters": parameters}
+        atomic_write_json(run_file, run)
+        try:
+            papermill.execute_notebook(
+                str(nb), str(run_dir / nb.name), parameters=parameters, cwd=str(run_dir),
+                kernel_name="python3", progress_bar=False, log_output=False,
+            )
+            state = "done"
+            error = None
+        except papermill.PapermillExecutionError as e:
+            state, error = "failed", f"{e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
+        wall = round(time.perf_counter() - start, 1)
+        run["notebooks"][nb.stem] = {"status": state, "wall_seconds": wall, "parameters": parameters, **({"error": error} if error else {})}
+        atomic_write_json(run_file, run)
+        atomic_write_json(run_dir / "summary.json", summarize_run(run_dir))
+        if error:
+            raise CotlabError(f"notebook {nb.stem} failed after {wall}s: {error} (see {run_dir / nb.name})")
+        log(f"  {nb.stem}: done in {wall}s")
+    summary = summarize_run(run_dir)
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def start_run(profile_name: str, out=None, only=None, overrides=None, root="runs", log=print) -> tuple[Path, dict]:
+    """Validate everything, make a fresh run directory, then run the suite."""
+    profile = load_profile(profile_name)
+    selected = notebooks(only)
+    if not selected:
+        raise CotlabError(f"no notebooks found in {NOTEBOOK_DIR}")
+    overrides = overrides or {}
+    plan = plan_parameters(profile, selected, overrides)
+    run_dir = new_run_dir(out, profile_name, root)
+    run = {
+        "profile": profile_name,
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "seed": {**profile["common"], **overrides}.get("seed"),
+        "overrides": overrides,
+        "selected": [nb.stem for nb in selected],
+        "plan": plan,
+        "environment": environment_info(),
+        "notebooks": {},
+    }
+    atomic_write_json(run_dir / "run.json", run)
+    log(f"cotlab run: profile {profile_name} -> {run_dir}")
+    return run_dir, execute_suite(run_dir, plan, selected, log)
+
+
+def resume_run(run_dir: str | Path, log=print) -> tuple[Path, dict]:
+    """Continue an interrupted run with its recorded plan: finished notebooks are skipped, and a
+    stage that left checkpoints or partial generations picks them up (each stage resumes itself)."""
+    run_dir = Path(run_dir).resolve()
+    run_file = run_dir / "run.json"
+    if not run_file.is_file():
+        raise CotlabError(f"{run_dir} is not a cotlab run directory (no run.json)")
+    run = json.loads(run_file.read_text())
+    selected = notebooks(run["selected"])
+    log(f"cotlab run: resuming {run_dir} (profile {run['profile']})")
+    return run_dir, execute_suite(run_dir, run["plan"], selected, log)
