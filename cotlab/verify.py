@@ -12,7 +12,7 @@ import re
 
 ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 HASHES = re.compile(r"####\s*([^\n]+)")
-ANSWER_PHRASE = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*([^\n]+)", re.IGNORECASE)
+ANSWER_PHRASE = re.compile(r"(?:final answer|the answer|answer)\s*\**\s*(?:is\s*:?|:|=)\s*\**\s*([^\n]+)", re.IGNORECASE)
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 THINK_FORMAT = re.compile(r"^\s*<think>(.+?)</think>\s*<answer>(.+?)</answer>\s*$", re.DOTALL)
 

@@ -1,0 +1,57 @@
+import pytest
+
+from cotlab import CotlabError
+from cotlab.data import load_records
+from cotlab.evaluate import evaluate, majority_vote, pass_at_k, write_eval
+from cotlab.generate import SamplingConfig, generate
+from cotlab.prompts import build_messages, render_prompt
+
+from conftest import CHAIN_SUM
+
+
+def test_pass_at_k_known_values():
+    assert pass_at_k(4, 0, 1) == 0.0
+    assert pass_at_k(4, 4, 2) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(5, 3, 3) == 1.0  # fewer than k wrong: some draw of 3 must hit
+
+
+def test_majority_vote():
+    assert majority_vote(["3", "4", "3", None]) == "3"
+    assert majority_vote(["4", "3"]) == "4"  # tie: first seen
+    assert majority_vote([None, None]) is None
+
+
+def test_sampling_rejects_k_samples_when_greedy():
+    with pytest.raises(CotlabError, match="temperature"):
+        SamplingConfig(k=4, temperature=0.0)
+
+
+def test_batched_generation_keeps_order_and_counts_tokens(tiny):
+    model, tokenizer = tiny
+    prompts = [render_prompt(tokenizer, build_messages(q, "think")) for q in ["1 + 1?", "A much longer question " * 5, "2?"]]
+    out = generate(model, tokenizer, prompts, SamplingConfig(max_new_tokens=6, temperature=1.0, k=2, batch_size=4), progress=False)
+    assert [len(c) for c in out] == [2, 2, 2]
+    for completions in out:
+        for c in completions:
+            assert 1 <= c.tokens <= 6
+            assert c.finished == (c.tokens < 6) or c.tokens == 6
+    # Greedy decoding is order-independent: one prompt alone gives the same text as in a batch.
+    greedy = SamplingConfig(max_new_tokens=6)
+    alone = generate(model, tokenizer, prompts[2:], greedy, progress=False)[0][0].text
+    batched = generate(model, tokenizer, prompts, greedy, progress=False)[2][0].text
+    assert alone == batched
+
+
+def test_evaluate_writes_predictions_and_refuses_to_overwrite(tiny, tmp_path):
+    model, tokenizer = tiny
+    records = load_records(CHAIN_SUM, n=3, split="test")
+    result = evaluate(model, tokenizer, records, sampling=SamplingConfig(max_new_tokens=5, temperature=0.8, k=3), progress=False)
+    row = result.rows[0]
+    for key in ("id", "question", "gold", "prediction", "correct", "completion", "completion_tokens", "samples", "majority"):
+        assert key in row
+    assert {"accuracy", "n", "mean_completion_tokens", "pass@3", "maj@3", "clipped_ratio"} <= set(result.summary)
+    write_eval(tmp_path, result)
+    with pytest.raises(CotlabError, match="already holds"):
+        write_eval(tmp_path, result)

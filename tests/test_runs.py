@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from cotlab import CotlabError
+from cotlab.runs import load_profile, new_run_dir, notebooks, parse_overrides, plan_parameters, profiles
+
+from conftest import run_cli
+
+
+def test_profiles_are_shipped():
+    assert {"smoke", "cpu", "gpu"} <= set(profiles())
+    for name in profiles():
+        assert load_profile(name)["common"]["model"]
+
+
+def test_every_profile_parameter_is_declared_by_its_notebook():
+    selected = notebooks()
+    for name in profiles():
+        profile = load_profile(name)
+        plan = plan_parameters(profile, selected, {})
+        for nb in selected:
+            for key in profile["notebooks"].get(nb.stem, {}):
+                assert key in plan[nb.stem], f"{name}.yaml sets {key} for {nb.stem}, which does not declare it"
+
+
+def test_overrides_are_yaml_values():
+    assert parse_overrides(["n_eval=8", "styles=[a, b]", "model=tiny-random"]) == {"n_eval": 8, "styles": ["a", "b"], "model": "tiny-random"}
+    with pytest.raises(CotlabError):
+        parse_overrides(["oops"])
+
+
+def test_a_run_never_reuses_a_folder(tmp_path):
+    first = new_run_dir(None, "smoke", root=tmp_path)
+    second = new_run_dir(None, "smoke", root=tmp_path)
+    assert first != second
+    (first / "keep.txt").write_text("x")
+    with pytest.raises(CotlabError, match="not empty"):
+        new_run_dir(first, "smoke")
+
+
+def test_notebook_00_runs_in_the_smoke_profile(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("run", "--profile", "smoke", "--only", "00", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["notebooks"]["00_baselines_and_prompting"]["status"] == "done"
+    prompting = summary["stages"]["00_baselines"]["prompting"]
+    assert all(set(by_style) == {"direct", "zero_shot_cot", "few_shot_cot"} for by_style in prompting.values())
+    assert (out / "00_prompting_task0.png").stat().st_size > 1000
+    assert (out / "00_baselines_and_prompting.ipynb").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["environment"]["versions"]["trl"] and run["seed"] == 0
+
+    # Resuming a finished run re-runs nothing.
+    resumed = run_cli("run", "--resume", str(out))
+    assert resumed.returncode == 0 and "done earlier, skipped" in resumed.stdout

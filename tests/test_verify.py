@@ -1,0 +1,56 @@
+import pytest
+
+from cotlab.data import Record, load_records
+from cotlab.verify import answers_match, extract_answer, format_ok, is_correct
+
+# Completions in the shapes small models really produce (several copied from SmolLM2 runs).
+EXTRACTION_CASES = [
+    ("<think>\n5 + 9 = 14\n14 + 7 = 21\n</think>\n<answer>21</answer>", "21"),
+    ("<think>1 - 5 = -4\n-4 - 2 = -6</think>\n<answer> -6 </answer>", "-6"),
+    ("Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips.\n#### 72", "72"),
+    ("So the total is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("12 + 35 = 47\n\nAnswer: 47", "47"),
+    ("The answer is 1,080 dollars.", "1080"),
+    ("The final answer is: $288.", "288"),
+    ("**Answer:** 13", "13"),
+    ("1.125 x 1.25 = 1.875\n2.25 x 1.25 = 2.25\n\nThe answer is 2.25.", "2.25"),
+    ("First, we add the numbers: 98 + 93 + 77 + 13 = 281.", "281"),
+    ("<think>\n6 + 0 = 6\n6 - 1 = 5\n5 + 8 = 13\n</think>\n<answer>13", "13"),  # cut before </answer>
+    ("I cannot solve this problem.", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize("completion,expected", EXTRACTION_CASES)
+def test_extract_answer(completion, expected):
+    assert extract_answer(completion) == expected
+
+
+def test_format_check():
+    assert format_ok("<think>\n5 + 9 = 14\n</think>\n<answer>14</answer>")
+    assert not format_ok("<think>5 + 9 = 14</think>")  # no answer
+    assert not format_ok("<think>\n5 + 9 = 14\n</think>\n<answer>14</answer> and more text")
+    assert not format_ok("<think>\n5 + 9 = 14\n")  # truncated mid-chain
+    assert not format_ok("14")
+
+
+@pytest.mark.parametrize("prediction,gold,expected", [
+    ("72", "72", True), ("72.0", "72", True), ("1,080", "1080", True), ("$5", "5", True),
+    ("0.5", "\\frac{1}{2}", True), ("71", "72", False), (None, "72", False), ("seventy", "72", False),
+])
+def test_answers_match(prediction, gold, expected):
+    assert answers_match(prediction, gold) is expected
+
+
+def test_reasoning_gym_scorer_is_used_for_rg_records():
+    record = load_records("rg:gsm_symbolic", n=1, split="test")[0]
+    assert is_correct(record, record.answer)
+    # gsm_symbolic's own scorer gives 0.01 to a wrong number: that must count as wrong.
+    assert not is_correct(record, str(int(float(record.answer)) + 1))
+    assert not is_correct(record, None)
+
+
+def test_plain_records_use_math_verify():
+    record = Record(id="x", question="q", answer="\\frac{3}{4}", source="file.jsonl")
+    assert is_correct(record, "0.75")
+    assert not is_correct(record, "0.7")
