@@ -70,3 +70,18 @@ def read_jsonl(path: str | Path, *, tolerate_torn_tail: bool = False) -> list[di
             raise CotlabError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
     return rows
+
+
+def repair_torn_tail(path: str | Path) -> int:
+    """Cut a final line that has no newline (a writer killed mid-line) so appends stay valid JSONL.
+    Returns the number of bytes removed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+    return len(data) - keep

@@ -69,9 +69,20 @@ def parse_overrides(pairs: list[str] | None) -> dict:
 
 
 def notebook_parameters(notebook: Path) -> dict:
-    import papermill
+    """Names and default source of the notebook's `parameters` cell.  Read with `ast` rather
+    than papermill.inspect_notebook, which skips any line with two '=' (such as a task spec
+    `rg:chain_sum?min_terms=3`) and would silently drop that parameter."""
+    import ast
 
-    return papermill.inspect_notebook(str(notebook))
+    import nbformat
+
+    cells = nbformat.read(str(notebook), as_version=4).cells
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    tree = ast.parse(cell.source)
+    return {node.targets[0].id: ast.get_source_segment(cell.source, node.value)
+            for node in tree.body if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
 
 
 def plan_parameters(profile: dict, selected: list[Path], overrides: dict) -> dict[str, dict]:
@@ -181,8 +192,14 @@ def summarize_run(run_dir: Path) -> dict:
 
 def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], log=print) -> dict:
     """Run the selected notebooks in order with papermill, recording progress after each one."""
+    import logging
+
     import papermill
 
+    # We validate parameters ourselves (plan_parameters); papermill's own inspector misreads
+    # values containing '=' and would warn about every task spec.
+    for name in ("papermill.translators", "papermill.parameterize"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     run_file = run_dir / "run.json"
     run = json.loads(run_file.read_text())
     for nb in selected:

@@ -142,8 +142,9 @@ def _finish(trainer, recipe, stage: str, wall: float, extra: dict | None = None)
         "recipe": dataclasses.asdict(recipe),
         **(extra or {}),
     }
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    metrics["final_loss"] = losses[-1] if losses else None
+    # The last logged loss, or the run's mean loss when it was shorter than logging_steps.
+    losses = [e.get("loss", e.get("train_loss")) for e in trainer.state.log_history if "loss" in e or "train_loss" in e]
+    metrics["final_loss"] = losses[-1] if losses else float("nan")
     if getattr(recipe, "merge", False) and hasattr(trainer.model, "merge_and_unload"):
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
