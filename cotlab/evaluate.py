@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.generate import GenerationStats, SamplingConfig, generate
-from cotlab.io import atomic_write_json, write_jsonl
+from cotlab.io import atomic_write_json, read_jsonl, write_jsonl
 from cotlab.prompts import build_messages, render_prompt
 from cotlab.verify import extract_answer, format_ok, is_correct
 
@@ -116,3 +117,26 @@ def write_eval(out_dir: str | Path, result: EvalResult, **context) -> Path:
     write_jsonl(out / "predictions.jsonl", result.rows)
     atomic_write_json(out / "summary.json", {**result.summary, **context})
     return out
+
+
+def load_eval(out_dir: str | Path) -> EvalResult | None:
+    """An evaluation written by `write_eval`, or None when the folder holds none."""
+    out = Path(out_dir)
+    if not (out / "summary.json").is_file():
+        return None
+    return EvalResult(read_jsonl(out / "predictions.jsonl"), json.loads((out / "summary.json").read_text()))
+
+
+def answer_changes(before: list[dict], after: list[dict]) -> dict[str, int]:
+    """How a training stage moved per-question correctness on the same questions: fixed (wrong →
+    right), broken (right → wrong), kept right, kept wrong.  *Scalpel vs. Hammer* contrasts RL,
+    which mostly keeps what was right and fixes a few, with SFT, which rewrites more answers."""
+    by_id = {r["id"]: r["correct"] for r in before}
+    missing = [r["id"] for r in after if r["id"] not in by_id]
+    if missing or len(by_id) != len(after):
+        raise CotlabError(f"answer_changes needs the same questions before and after ({len(missing)} differ)")
+    counts = {"fixed": 0, "broken": 0, "kept_right": 0, "kept_wrong": 0}
+    for row in after:
+        was, now = by_id[row["id"]], row["correct"]
+        counts["fixed" if now and not was else "broken" if was and not now else "kept_right" if now else "kept_wrong"] += 1
+    return counts

@@ -10,6 +10,7 @@ Every other part of cotlab, and every TRL trainer, then sees a plain checkpoint 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -186,11 +187,37 @@ def load_model(
     return model, load_tokenizer(name)
 
 
-def apply_adapter(model, adapter: str):
+BASE_ADAPTERS_FILE = "cotlab_base_adapters.json"
+
+
+def base_adapters(adapter: str | Path) -> list[str]:
+    """Adapters that were merged into the base before this one was trained (e.g. SFT under DPO)."""
+    path = Path(adapter) / BASE_ADAPTERS_FILE
+    return json.loads(path.read_text())["merged_adapters"] if path.is_file() else []
+
+
+def merge_adapters(model, adapters: list[str]):
+    """Merge adapters into the weights in order: the starting point of a stage trained on top."""
     from peft import PeftModel
 
+    for adapter in adapters:
+        check_adapter(adapter)
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model
+
+
+def check_adapter(adapter: str | Path) -> None:
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise CotlabError(f"adapter folder {adapter} has no adapter_config.json")
+
+
+def apply_adapter(model, adapter: str):
+    """Apply a PEFT adapter, first merging the adapters it was trained on top of (if any).  The
+    last adapter stays a separate PeftModel layer so its weights can be inspected."""
+    from peft import PeftModel
+
+    check_adapter(adapter)
+    model = merge_adapters(model, base_adapters(adapter))
     return PeftModel.from_pretrained(model, adapter)
 
 

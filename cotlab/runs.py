@@ -164,6 +164,12 @@ def load_stage(run_dir: str | Path, stage: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def stage_adapter(run_dir: str | Path, stage: str) -> str | None:
+    """The adapter a finished stage of this run left behind (e.g. notebook 02's SFT adapter)."""
+    adapter = (load_stage(run_dir, stage) or {}).get("adapter")
+    return adapter if adapter and Path(adapter).is_dir() else None
+
+
 def stage_results(run_dir: str | Path) -> dict[str, dict]:
     folder = Path(run_dir) / RESULTS
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
@@ -198,7 +204,7 @@ def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], lo
 
     # We validate parameters ourselves (plan_parameters); papermill's own inspector misreads
     # values containing '=' and would warn about every task spec.
-    for name in ("papermill.translators", "papermill.parameterize"):
+    for name in ("papermill", "papermill.translators", "papermill.parameterize"):
         logging.getLogger(name).setLevel(logging.ERROR)
     run_file = run_dir / "run.json"
     run = json.loads(run_file.read_text())

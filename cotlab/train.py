@@ -93,16 +93,25 @@ def load_training_dataset(source):
     raise CotlabError(f"training dataset not found: {source}")
 
 
-def _base_model(name: str, load_in_4bit: bool = False):
-    """Load the model for training in the right dtype (a model passed by name to TRL loads in fp32)."""
+def _base_model(name: str, load_in_4bit: bool = False, merge: list[str] | None = None):
+    """Load the model for training in the right dtype (a model passed by name to TRL loads in
+    fp32), with earlier stages' adapters merged in: a DPO or GRPO LoRA then trains on top of the
+    SFT model, and its reference model (the adapter switched off) is that SFT model, not the base."""
     from transformers import AutoModelForCausalLM
 
-    from cotlab.models import default_dtype, quantization_config, resolve_model
+    from cotlab.models import default_dtype, merge_adapters, quantization_config, resolve_model
 
     kwargs = {"dtype": default_dtype()}
     if load_in_4bit:
         kwargs["quantization_config"] = quantization_config(default_dtype())
-    return AutoModelForCausalLM.from_pretrained(resolve_model(name), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kwargs)
+    return merge_adapters(model, merge or [])
+
+
+def _adapter_chain(adapter: str | None) -> list[str]:
+    from cotlab.models import base_adapters
+
+    return [*base_adapters(adapter), str(adapter)] if adapter else []
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -126,10 +135,15 @@ def _throughput(trainer, wall: float) -> dict:
 
 def _finish(trainer, recipe, stage: str, wall: float, extra: dict | None = None) -> dict:
     """Save the adapter (or full model), a model card and metrics; return the metrics."""
+    from cotlab.models import BASE_ADAPTERS_FILE
+
     out = Path(recipe.output_dir)
     final = out / "final"
     trainer.save_model(str(final))
     trainer.processing_class.save_pretrained(str(final))
+    chain = _adapter_chain(getattr(recipe, "adapter", None))
+    if chain:
+        atomic_write_json(final / BASE_ADAPTERS_FILE, {"merged_adapters": chain})
     metrics = {
         "stage": stage,
         "model": recipe.model,
@@ -215,9 +229,146 @@ def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
     return _finish(trainer, recipe, "sft", time.perf_counter() - start, {"train_rows": len(train_rows)})
 
 
+# Preference and RL stages ---------------------------------------------------------------------
+
+
+@dataclass
+class _LoRAStageRecipe:
+    """What DPO and GRPO share: a LoRA on top of the model (and any earlier adapter, merged)."""
+
+    model: str = "embedded"
+    adapter: str | None = None  # start from this (SFT) adapter, merged into the weights
+    dataset: str = ""  # a datasets folder or JSONL file
+    output_dir: str = "outputs/stage"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    learning_rate: float = 5e-5
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    logging_steps: int = 1
+    save_steps: int = 50
+    save_total_limit: int = 2
+    seed: int = 0
+    report_to: str = "none"
+
+
+def _shared_args(recipe: _LoRAStageRecipe) -> dict:
+    names = ("output_dir", "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+             "logging_steps", "save_steps", "save_total_limit", "seed", "report_to")
+    return {**{name: getattr(recipe, name) for name in names}, "disable_tqdm": True, **precision_kwargs()}
+
+
+@dataclass
+class DPORecipe(_LoRAStageRecipe):
+    output_dir: str = "outputs/dpo"
+    beta: float = 0.1
+    loss_type: str = "sigmoid"  # sigmoid (DPO), ipo, hinge, robust, ... (TRL's names)
+    num_train_epochs: float = 1.0
+    max_length: int = 512
+    gradient_checkpointing: bool = False
+
+
+def train_dpo(recipe: DPORecipe, dataset=None) -> dict:
+    """DPO with LoRA on top of the (merged) SFT model.  With a PEFT model TRL computes the
+    reference log-probs with the adapter disabled: no second copy of the model in memory."""
+    from trl import DPOConfig, DPOTrainer
+
+    from cotlab.models import load_tokenizer
+
+    pairs = load_training_dataset(dataset if dataset is not None else recipe.dataset)
+    config = DPOConfig(beta=recipe.beta, loss_type=[recipe.loss_type], num_train_epochs=recipe.num_train_epochs,
+                       max_length=recipe.max_length, gradient_checkpointing=recipe.gradient_checkpointing, **_shared_args(recipe))
+    trainer = DPOTrainer(
+        model=_base_model(recipe.model, merge=_adapter_chain(recipe.adapter)),
+        args=config, train_dataset=pairs, processing_class=load_tokenizer(recipe.model),
+        peft_config=lora_config(recipe.lora_r, recipe.lora_alpha, 0.0, "all-linear"),
+    )
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+    return _finish(trainer, recipe, "dpo", time.perf_counter() - start, {"train_pairs": len(pairs)})
+
+
+# GRPO --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GRPORecipe(_LoRAStageRecipe):
+    dataset: str = ""  # a task spec (rg:…, hf:…, a GSM8K-format file), or rows from cotlab.rewards.grpo_rows
+    n_prompts: int = 256  # questions taken from a task spec's train split
+    output_dir: str = "outputs/grpo"
+    learning_rate: float = 1e-4
+    max_steps: int = 20
+    per_device_train_batch_size: int = 8  # counts completions: must be a multiple of num_generations
+    num_generations: int = 4  # the group size
+    max_completion_length: int = 96  # too short and most chains are cut off: reward stays 0
+    temperature: float = 1.0
+    beta: float = 0.0  # KL weight (TRL's default 0: no reference model needed)
+    reward_weights: dict = field(default_factory=lambda: {"correctness": 1.0, "format": 0.2, "length": 0.0})
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    use_vllm: bool | None = None  # None: vLLM when installed and a GPU is present
+
+    def __post_init__(self):
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if self.num_generations < 2:
+            raise CotlabError("num_generations must be at least 2: GRPO compares completions within a group")
+        if batch % self.num_generations:
+            raise CotlabError(f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) counts completions and "
+                              f"must be a multiple of num_generations ({self.num_generations})")
+        if self.max_completion_length < 16:
+            raise CotlabError(f"max_completion_length {self.max_completion_length} is too short for any chain of thought")
+
+
+def _grpo_prompts(source, recipe: GRPORecipe):
+    """GRPO needs only questions and gold answers: a task spec is enough, no dataset to build."""
+    from cotlab.data import load_records
+    from cotlab.rewards import grpo_rows
+
+    if isinstance(source, str) and (source.startswith(("rg:", "hf:")) or _is_task_file(source)):
+        return grpo_rows(load_records(source, n=recipe.n_prompts, split="train", seed=recipe.seed))
+    return load_training_dataset(source)
+
+
+def _is_task_file(path: str) -> bool:
+    """A GSM8K-format JSONL (question/answer rows) rather than prepared prompt rows."""
+    first = Path(path).open().readline() if Path(path).is_file() and path.endswith(".jsonl") else ""
+    return '"question"' in first and '"prompt"' not in first
+
+
+def train_grpo(recipe: GRPORecipe, dataset=None) -> dict:
+    """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from cotlab.generate import vllm_available
+    from cotlab.models import load_tokenizer
+    from cotlab.rewards import reward_functions
+
+    prompts = _grpo_prompts(dataset if dataset is not None else recipe.dataset, recipe)
+    functions, weights = reward_functions(recipe.reward_weights, recipe.max_completion_length)
+    use_vllm = vllm_available() if recipe.use_vllm is None else recipe.use_vllm
+    config = GRPOConfig(
+        num_generations=recipe.num_generations, max_completion_length=recipe.max_completion_length,
+        temperature=recipe.temperature, beta=recipe.beta, reward_weights=weights, loss_type=recipe.loss_type,
+        scale_rewards=recipe.scale_rewards, use_vllm=use_vllm, **({"vllm_mode": "colocate"} if use_vllm else {}),
+        gradient_checkpointing=False, log_completions=False, **_shared_args(recipe),
+    )
+    tokenizer = load_tokenizer(recipe.model)
+    tokenizer.padding_side = "left"
+    trainer = GRPOTrainer(
+        model=_base_model(recipe.model, merge=_adapter_chain(recipe.adapter)),
+        reward_funcs=functions, args=config, train_dataset=prompts, processing_class=tokenizer,
+        peft_config=lora_config(recipe.lora_r, recipe.lora_alpha, 0.0, "all-linear"),
+    )
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+    return _finish(trainer, recipe, "grpo", time.perf_counter() - start,
+                   {"reward_names": [f.__name__ for f in functions], "reward_weights": weights, "use_vllm": use_vllm})
+
+
 # Recipes on the command line ---------------------------------------------------------------------
 
-RECIPES = {"sft": (SFTRecipe, "train_sft")}
+RECIPES = {"sft": (SFTRecipe, "train_sft"), "dpo": (DPORecipe, "train_dpo"), "grpo": (GRPORecipe, "train_grpo")}
 
 
 def load_recipe(stage: str, config: str | None, overrides: list[str] | None = None):

@@ -85,3 +85,11 @@ def test_accelerate_launch_entry_point(sft_rows, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "final" / "adapter_config.json").is_file()
     assert '"steps": 1' in result.stdout
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_load(path):
+    """Every recipe in configs/recipes names only fields its stage knows (catches renamed fields)."""
+    stage = path.name.split("_")[0]
+    recipe = load_recipe(stage, str(path))
+    assert recipe.model and recipe.dataset and recipe.output_dir

@@ -1,0 +1,168 @@
+"""Distillation: gold rationales, rejection sampling that resumes, the long/short mix, saving in
+TRL's formats, the HTTP teacher against a real OpenAI-compatible server, and a killed CLI run."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from cotlab import CotlabError
+from cotlab.data import load_records
+from cotlab.distill import (GoldTeacher, HTTPTeacher, LocalTeacher, accepted, mix_long_short, reject_sample,
+                            save_dataset, shorten)
+from cotlab.generate import SamplingConfig
+from cotlab.io import read_jsonl
+from cotlab.train import load_training_dataset
+
+from conftest import CHAIN_SUM, REPO, run_cli
+
+
+@pytest.fixture(scope="module")
+def records():
+    return load_records(CHAIN_SUM, n=12, split="train")
+
+
+def test_gold_rationales_verify_and_save_in_trl_formats(records, tmp_path):
+    rows = GoldTeacher().rationales(records)
+    assert len(rows) == len(records) and all(r["verified"] and r["teacher"] == "gold" for r in rows)
+    card = save_dataset(rows, tmp_path, "gold")
+    assert card["rows"] == len(records) and card["methods"] == {"gold": len(records)}
+    dataset = load_training_dataset(str(tmp_path / "gold"))
+    assert dataset[0]["prompt"][-1]["role"] == "user" and dataset[0]["completion"][0]["role"] == "assistant"
+    assert dataset[0]["completion"][0]["content"].endswith(f"<answer>{records[0].answer}</answer>")
+    assert len(read_jsonl(tmp_path / "gold.jsonl")) == len(records)
+    with pytest.raises(CotlabError, match="is empty"):
+        save_dataset([], tmp_path, "nothing")
+
+
+def test_short_rewrites_still_verify_and_mix_at_the_ratio(records):
+    long_rows = GoldTeacher().rationales(records)
+    by_id = {r.id: r for r in records}
+    short = shorten(long_rows, by_id)
+    assert short and all(len(s["rationale"]) < s["long_chars"] for s in short)
+    all_short = mix_long_short(long_rows, short, short_fraction=1.0)
+    assert sum(r["method"].endswith("+short") for r in all_short) == len(short)
+    assert mix_long_short(long_rows, short, short_fraction=0.0) == long_rows
+    with pytest.raises(CotlabError, match="short_fraction"):
+        mix_long_short(long_rows, short, short_fraction=1.5)
+
+
+class CountingTeacher(LocalTeacher):
+    """The tiny model, counting how many questions it was asked (to prove a resume asks none twice)."""
+
+    def __init__(self, loaded):
+        super().__init__("tiny-random", loaded=loaded)
+        self.asked = 0
+
+    def complete(self, conversations, sampling, progress=False):
+        self.asked += len(conversations)
+        return super().complete(conversations, sampling, progress)
+
+
+def test_rejection_sampling_logs_every_question_and_resumes(records, tiny, tmp_path):
+    teacher = CountingTeacher(tiny)
+    sampling = SamplingConfig(max_new_tokens=8, temperature=1.0, k=2, batch_size=8)
+    log = tmp_path / "rejection.log.jsonl"
+    first = reject_sample(teacher, records[:5], sampling, log, chunk_size=2, progress=False)
+    assert [r["source_id"] for r in first] == [r.id for r in records[:5]] and teacher.asked == 5
+    assert all(len(r["samples"]) == 2 and 0 <= r["acceptance"] <= 1 for r in first)
+    # A torn last line (a kill mid-write) is repaired; only the 7 new questions are asked.
+    with open(log, "a") as f:
+        f.write('{"source_id": "torn')
+    both = reject_sample(teacher, records, sampling, log, chunk_size=2, progress=False)
+    assert teacher.asked == 5 + 7 and [r["source_id"] for r in both] == [r.id for r in records]
+    assert both[:5] == first
+    assert accepted(both) == [row for r in both for row in r["accepted"]]
+    with pytest.raises(CotlabError, match="other parameters"):
+        reject_sample(teacher, records, SamplingConfig(max_new_tokens=9, temperature=1.0, k=2), log, progress=False)
+
+
+@pytest.mark.slow
+def test_a_killed_distill_run_resumes_without_duplicates_or_losses(tmp_path):
+    """SIGKILL a real `cotlab distill` mid-run, rerun the same command: every question appears
+    exactly once in the log, and the rows written before the kill are kept as they were."""
+    out = tmp_path / "distill"
+    n = 40
+    command = [sys.executable, "-m", "cotlab.cli", "distill", "--data", CHAIN_SUM, "--teacher", "tiny-random", "--n", str(n),
+               "--k", "2", "--temperature", "1.0", "--max-new-tokens", "24", "--chunk-size", "2", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "rejection.log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = read_jsonl(log, tolerate_torn_tail=True)
+    assert 4 <= len(before) < n, "the run should have been killed part-way"
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    after = read_jsonl(log)
+    ids = [row["source_id"] for row in after]
+    assert len(ids) == len(set(ids)) == n
+    assert after[: len(before)] == before
+    # The tiny random model verifies nothing, so the run ends with a clear one-line error, not a traceback.
+    assert rerun.returncode == 2 and "dataset 'distilled' is empty" in rerun.stderr and "Traceback" not in rerun.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def openai_server(tmp_path_factory):
+    """`transformers serve` on loopback with the tiny model: a real OpenAI-compatible endpoint."""
+    from cotlab.models import tiny_random_checkpoint
+
+    port = _free_port()
+    path = str(tiny_random_checkpoint())
+    server_log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(server_log, "w") as log:
+        process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", path,
+                                    "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"transformers serve exited: {server_log.read_text()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            pytest.fail("transformers serve did not come up in 180 s")
+        yield base, path
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_http_teacher_against_a_real_server(openai_server, records, tmp_path):
+    base, model_path = openai_server
+    teacher = HTTPTeacher(base, model_path, concurrency=2, timeout=60)
+    sampling = SamplingConfig(max_new_tokens=12, temperature=1.0, k=2)
+    outputs = teacher.complete([[{"role": "user", "content": r.question}] for r in records[:3]], sampling)
+    assert [len(o) for o in outputs] == [2, 2, 2]  # k samples each, one request per sample
+    assert all(isinstance(c.text, str) and 0 < c.tokens <= 12 for o in outputs for c in o)
+    assert teacher.stats.sequences == 6 and teacher.stats.tokens > 0
+
+    # The same endpoint through the CLI, resumable log included.
+    result = run_cli("distill", "--data", CHAIN_SUM, "--teacher", model_path, "--teacher-url", base, "--n", "3", "--k", "2",
+                     "--max-new-tokens", "12", "--out", str(tmp_path / "http"))
+    assert len(read_jsonl(tmp_path / "http" / "rejection.log.jsonl")) == 3
+    assert result.returncode == 2 and "is empty" in result.stderr  # a random model verifies nothing
+
+    # A server that is not there: a clear error after the retries, not a hang.
+    dead = HTTPTeacher(f"http://127.0.0.1:{_free_port()}/v1", "x", max_retries=1, timeout=2)
+    with pytest.raises(CotlabError, match="unreachable after 2 tries"):
+        dead.complete([[{"role": "user", "content": "hi"}]], SamplingConfig(max_new_tokens=4))
