@@ -54,14 +54,32 @@ def cmd_eval(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from cotlab.runs import parse_overrides, resume_run, start_run
+    from cotlab.runs import parse_overrides, parse_sweep, resume_run, start_run, start_sweep
 
+    if args.sweep:
+        if args.resume:
+            raise CotlabError("--sweep and --resume do not go together: resume each point's run directory")
+        sweep_dir, run_dirs = start_sweep(args.profile, parse_sweep(args.sweep), out=args.out, only=args.only,
+                                          overrides=parse_overrides(args.param))
+        print(f"sweep directory: {sweep_dir}  ({len(run_dirs)} runs; report/report.html compares them)")
+        return 0
     if args.resume:
         run_dir, summary = resume_run(args.resume)
     else:
         run_dir, summary = start_run(args.profile, out=args.out, only=args.only, overrides=parse_overrides(args.param))
     print(f"accuracy by stage: {json.dumps(summary['accuracy'])}")
     print(f"run directory: {run_dir}  (summary.json, executed notebooks, figures)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    import datetime as dt
+
+    from cotlab.report import build_report
+
+    out = args.out or f"reports/{dt.datetime.now():%Y%m%d-%H%M%S}"
+    path = build_report(args.runs, out)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 
 
@@ -94,7 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NB", help="notebooks to run, by number or name prefix")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run, skipping finished notebooks")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="run once per value (repeat for a grid) into sibling run directories, then report")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="compare run directories: report.md, report.html and figures")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="report folder (new or empty); default reports/<time>")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("tasks", help="list the reasoning-gym task names usable as rg:NAME")
     p.set_defaults(func=cmd_tasks)

@@ -140,3 +140,25 @@ def answer_changes(before: list[dict], after: list[dict]) -> dict[str, int]:
         was, now = by_id[row["id"]], row["correct"]
         counts["fixed" if now and not was else "broken" if was and not now else "kept_right" if now else "kept_wrong"] += 1
     return counts
+
+
+def evaluate_to(out_dir: str | Path, records, model: str | None = None, adapter: str | None = None, loaded=None,
+                style: str = "think", sampling: SamplingConfig | None = None, exemplars=None, progress: bool = True,
+                **context) -> EvalResult:
+    """Evaluate and write the result to out_dir; when out_dir already holds this very evaluation
+    (same questions, style and sampling: a resumed run, or an earlier notebook's), read it back
+    without loading the model.  A different evaluation there is an error, never overwritten."""
+    sampling = sampling or SamplingConfig()
+    found = load_eval(out_dir)
+    if found is not None:
+        same = ([r["id"] for r in found.rows] == [r.id for r in records] and found.summary.get("style") == style
+                and found.summary.get("sampling") == sampling.to_dict() and found.summary.get("adapter") == adapter)
+        if not same:
+            raise CotlabError(f"{out_dir} holds a different evaluation: choose another folder")
+        return found
+    from cotlab.models import load_model
+
+    lm, tokenizer = loaded or load_model(model, adapter=adapter)
+    result = evaluate(lm, tokenizer, records, style=style, sampling=sampling, exemplars=exemplars, progress=progress)
+    write_eval(out_dir, result, model=model, adapter=adapter, **context)
+    return result

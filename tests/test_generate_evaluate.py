@@ -55,3 +55,28 @@ def test_evaluate_writes_predictions_and_refuses_to_overwrite(tiny, tmp_path):
     write_eval(tmp_path, result)
     with pytest.raises(CotlabError, match="already holds"):
         write_eval(tmp_path, result)
+
+
+def test_evaluate_to_reuses_the_same_evaluation_and_refuses_a_different_one(tiny, tmp_path):
+    from cotlab.evaluate import evaluate_to, load_eval
+
+    records = load_records(CHAIN_SUM, n=3, split="test")
+    sampling = SamplingConfig(max_new_tokens=6, batch_size=3)
+    first = evaluate_to(tmp_path / "e", records, model="tiny-random", loaded=tiny, sampling=sampling, progress=False)
+    assert load_eval(tmp_path / "e").rows == first.rows
+    # A resumed run reads it back without a model (loaded=None and no model name would fail to load).
+    again = evaluate_to(tmp_path / "e", records, model="tiny-random", sampling=sampling)
+    assert again.rows == first.rows
+    with pytest.raises(CotlabError, match="holds a different evaluation"):
+        evaluate_to(tmp_path / "e", records[:2], model="tiny-random", loaded=tiny, sampling=sampling)
+    assert load_eval(tmp_path / "nothing") is None
+
+
+def test_answer_changes_counts_fixed_and_broken():
+    from cotlab.evaluate import answer_changes
+
+    before = [{"id": "a", "correct": True}, {"id": "b", "correct": False}, {"id": "c", "correct": True}, {"id": "d", "correct": False}]
+    after = [{"id": "a", "correct": False}, {"id": "b", "correct": True}, {"id": "c", "correct": True}, {"id": "d", "correct": False}]
+    assert answer_changes(before, after) == {"fixed": 1, "broken": 1, "kept_right": 1, "kept_wrong": 1}
+    with pytest.raises(CotlabError, match="same questions"):
+        answer_changes(before, after[:3])
