@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from cotlab import CotlabError
+
 
 @dataclass
 class SamplingConfig:
@@ -85,17 +87,21 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
         # Chat templates already contain the special tokens: adding BOS again would double it.
         inputs = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         sample = sampling.temperature > 0
-        output = model.generate(
-            **inputs,
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=sample,
-            temperature=sampling.temperature if sample else None,
-            top_p=sampling.top_p if sample else None,
-            top_k=None,
-            num_return_sequences=sampling.k,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=stop_ids,
-        )
+        try:
+            output = model.generate(
+                **inputs,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+                top_p=sampling.top_p if sample else None,
+                top_k=None,
+                num_return_sequences=sampling.k,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=stop_ids,
+            )
+        except torch.cuda.OutOfMemoryError:
+            raise CotlabError(f"GPU out of memory while generating: lower batch_size (now {sampling.batch_size}; each prompt "
+                              f"makes k={sampling.k} sequences) or max_new_tokens (now {sampling.max_new_tokens})") from None
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         for row, ids in enumerate(new_tokens):
             length, finished = len(ids), False

@@ -33,8 +33,12 @@ def accuracy_and_length(labels, accuracy, stderr, lengths, title: str, path: str
 def curves(log_history: list[dict], keys: list[str], title: str, path: str | Path | None = None):
     """Training curves (loss, rewards, margins…) from a Trainer's log_history, one panel per key."""
     keys = [k for k in keys if any(k in e for e in log_history)]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    columns = min(4, max(1, len(keys)))
+    rows = -(-max(1, len(keys)) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.axis("off")
+    for ax, key in zip(axes.flat, keys):
         points = [(e["step"], e[key]) for e in log_history if key in e]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
         ax.set_xlabel("step")

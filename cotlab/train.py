@@ -54,7 +54,16 @@ class SFTRecipe:
     save_total_limit: int = 2
     seed: int = 0
     merge: bool = False  # also write the adapter merged into a full checkpoint
-    report_to: str = "none"  # tensorboard, trackio, wandb...
+    report_to: str = "none"  # none, auto (TensorBoard, plus trackio when installed), tensorboard, trackio, wandb...
+
+
+def resolve_report_to(value: str) -> str | list[str]:
+    """'auto' = TensorBoard (logs under output_dir/runs), plus trackio when it is installed."""
+    if value != "auto":
+        return value
+    import importlib.util
+
+    return [name for name in ("tensorboard", "trackio") if importlib.util.find_spec(name)] or "none"
 
 
 def precision_kwargs() -> dict:
@@ -114,10 +123,29 @@ def _adapter_chain(adapter: str | None) -> list[str]:
     return [*base_adapters(adapter), str(adapter)] if adapter else []
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _run_trainer(trainer, recipe) -> None:
+    """Train, resuming from the last complete checkpoint; a GPU out-of-memory error becomes one
+    line naming the knobs that fix it."""
+    try:
+        trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+    except torch.cuda.OutOfMemoryError:
+        knobs = [f"per_device_train_batch_size (now {recipe.per_device_train_batch_size}; raise gradient_accumulation_steps to keep the batch)"]
+        if hasattr(recipe, "gradient_checkpointing") and not recipe.gradient_checkpointing:
+            knobs.append("gradient_checkpointing: true")
+        if hasattr(recipe, "load_in_4bit") and not recipe.load_in_4bit:
+            knobs.append("load_in_4bit: true (QLoRA)")
+        for length in ("max_length", "max_completion_length", "num_generations"):
+            if hasattr(recipe, length):
+                knobs.append(f"{length} (now {getattr(recipe, length)})")
+        raise CotlabError("GPU out of memory while training; lower " + ", or ".join(knobs)) from None
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a folder
+    without it was cut off mid-save by a kill and is skipped."""
+    folder = Path(output_dir)
+    complete = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def peak_memory_mb() -> float:
@@ -186,6 +214,14 @@ def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
 
     Resumes from the last checkpoint in recipe.output_dir when there is one.
     """
+    trainer = build_sft_trainer(recipe, dataset, eval_dataset)
+    start = time.perf_counter()
+    _run_trainer(trainer, recipe)
+    return _finish(trainer, recipe, "sft", time.perf_counter() - start, {"train_rows": len(trainer.train_dataset)})
+
+
+def build_sft_trainer(recipe: SFTRecipe, dataset=None, eval_dataset=None):
+    """TRL's SFTTrainer set up from a recipe (what train_sft runs; bench/ times it directly)."""
     from trl import SFTConfig, SFTTrainer
 
     from cotlab.models import load_tokenizer
@@ -210,7 +246,7 @@ def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
         save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit,
         seed=recipe.seed,
-        report_to=recipe.report_to,
+        report_to=resolve_report_to(recipe.report_to),
         dataloader_num_workers=0,
         disable_tqdm=True,
         **precision_kwargs(),
@@ -224,9 +260,7 @@ def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
-    return _finish(trainer, recipe, "sft", time.perf_counter() - start, {"train_rows": len(train_rows)})
+    return trainer
 
 
 # Preference and RL stages ---------------------------------------------------------------------
@@ -255,8 +289,9 @@ class _LoRAStageRecipe:
 
 def _shared_args(recipe: _LoRAStageRecipe) -> dict:
     names = ("output_dir", "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-             "logging_steps", "save_steps", "save_total_limit", "seed", "report_to")
-    return {**{name: getattr(recipe, name) for name in names}, "disable_tqdm": True, **precision_kwargs()}
+             "logging_steps", "save_steps", "save_total_limit", "seed")
+    return {**{name: getattr(recipe, name) for name in names}, "report_to": resolve_report_to(recipe.report_to),
+            "disable_tqdm": True, **precision_kwargs()}
 
 
 @dataclass
@@ -285,7 +320,7 @@ def train_dpo(recipe: DPORecipe, dataset=None) -> dict:
         peft_config=lora_config(recipe.lora_r, recipe.lora_alpha, 0.0, "all-linear"),
     )
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+    _run_trainer(trainer, recipe)
     return _finish(trainer, recipe, "dpo", time.perf_counter() - start, {"train_pairs": len(pairs)})
 
 
@@ -326,7 +361,7 @@ def _grpo_prompts(source, recipe: GRPORecipe):
     from cotlab.rewards import grpo_rows
 
     if isinstance(source, str) and (source.startswith(("rg:", "hf:")) or _is_task_file(source)):
-        return grpo_rows(load_records(source, n=recipe.n_prompts, split="train", seed=recipe.seed))
+        return load_training_dataset(grpo_rows(load_records(source, n=recipe.n_prompts, split="train", seed=recipe.seed)))
     return load_training_dataset(source)
 
 
@@ -338,6 +373,14 @@ def _is_task_file(path: str) -> bool:
 
 def train_grpo(recipe: GRPORecipe, dataset=None) -> dict:
     """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model."""
+    trainer, info = build_grpo_trainer(recipe, dataset)
+    start = time.perf_counter()
+    _run_trainer(trainer, recipe)
+    return _finish(trainer, recipe, "grpo", time.perf_counter() - start, info)
+
+
+def build_grpo_trainer(recipe: GRPORecipe, dataset=None):
+    """TRL's GRPOTrainer set up from a recipe, and what the run card records about it."""
     from trl import GRPOConfig, GRPOTrainer
 
     from cotlab.generate import vllm_available
@@ -360,10 +403,7 @@ def train_grpo(recipe: GRPORecipe, dataset=None) -> dict:
         reward_funcs=functions, args=config, train_dataset=prompts, processing_class=tokenizer,
         peft_config=lora_config(recipe.lora_r, recipe.lora_alpha, 0.0, "all-linear"),
     )
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
-    return _finish(trainer, recipe, "grpo", time.perf_counter() - start,
-                   {"reward_names": [f.__name__ for f in functions], "reward_weights": weights, "use_vllm": use_vllm})
+    return trainer, {"reward_names": [f.__name__ for f in functions], "reward_weights": weights, "use_vllm": use_vllm}
 
 
 # Recipes on the command line ---------------------------------------------------------------------

@@ -55,3 +55,38 @@ def test_notebook_00_runs_in_the_smoke_profile(tmp_path):
     # Resuming a finished run re-runs nothing.
     resumed = run_cli("run", "--resume", str(out))
     assert resumed.returncode == 0 and "done earlier, skipped" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_checkpoint_and_evaluations(tmp_path):
+    """SIGKILL a real `cotlab run` inside notebook 02 after its SFT checkpoint is written; resume:
+    nothing finished is redone (the base evaluation and the checkpoint are reused), the run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "cotlab.cli", "run", "--profile", "smoke", "--only", "02", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = out / "02_sft" / "main" / "checkpoint-2"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (checkpoint / "trainer_state.json").is_file():
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)  # the runner and its notebook kernel
+    process.wait()
+    assert checkpoint.is_dir(), "the run ended before its checkpoint was written"
+    run = json.loads((out / "run.json").read_text())
+    assert run["notebooks"].get("02_sft_lora", {}).get("status") != "done"
+    base_eval = out / "02_sft" / "eval_base" / "summary.json"
+    stamps = {path: path.stat().st_mtime_ns for path in (base_eval, checkpoint / "trainer_state.json")}
+
+    resumed = run_cli("run", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["notebooks"]["02_sft_lora"]["status"] == "done" and set(summary["accuracy"]) == {"base", "sft"}
+    for path, stamp in stamps.items():
+        assert path.stat().st_mtime_ns == stamp, f"{path} was redone instead of reused"

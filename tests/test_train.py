@@ -93,3 +93,13 @@ def test_shipped_recipes_load(path):
     stage = path.name.split("_")[0]
     recipe = load_recipe(stage, str(path))
     assert recipe.model and recipe.dataset and recipe.output_dir
+
+
+def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert last_checkpoint(tmp_path / "nothing") is None

@@ -1,0 +1,44 @@
+"""The bench scripts in smoke form (tiny model, a step or two): each prints its table and writes
+a JSON result with the ratios the README reports."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run_bench(script, *args, tmp_path):
+    out = tmp_path / f"{script}.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / f"{script}.py"), "--model", "tiny-random", *args, "--out", str(out)],
+                            capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text()), result.stdout
+
+
+@pytest.mark.slow
+def test_generation_bench(tmp_path):
+    result, table = run_bench("generation", "--n", "4", "--max-new-tokens", "8", tmp_path=tmp_path)
+    one, batched = result["rows"]
+    assert one["sequences"] == batched["sequences"] == 4 and batched["ratio_vs_one_at_a_time"] > 0
+    assert "ratio_vs_one_at_a_time" in table and result["environment"]["versions"]["torch"]
+
+
+@pytest.mark.slow
+def test_sft_bench(tmp_path):
+    result, _ = run_bench("sft", "--steps", "2", "--batch", "2", tmp_path=tmp_path)
+    default, cotlab = result["rows"]
+    assert default["config"] == "trl-default" and cotlab["config"] == "cotlab"
+    assert cotlab["trainable_parameters"] < default["trainable_parameters"]  # LoRA vs full fine-tuning
+    assert default["steps"] == cotlab["steps"] == 2 and cotlab["tokens_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_grpo_step_bench(tmp_path):
+    result, _ = run_bench("grpo_step", "--steps", "1", "--num-generations", "2", "--batch", "4", "--max-completion-length", "16",
+                          tmp_path=tmp_path)
+    row = result["rows"][0]
+    assert row["config"] == "hf generate" and row["steps"] == 1
+    assert 0 < row["generation_share"] < 1 and abs(row["generation_share"] + row["scoring_share"] + row["training_share"] - 1) < 0.01
