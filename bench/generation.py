@@ -14,7 +14,7 @@ from common import bench_parser, print_table, write_result  # noqa: E402
 
 def main() -> None:
     parser = bench_parser()
-    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--n", type=int, default=64, help="questions, all in one batch when batched")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--backend", choices=["hf", "vllm", "both"], default="hf")
     args = parser.parse_args()
