@@ -108,3 +108,14 @@ def test_the_whole_suite_runs_in_the_smoke_profile(tmp_path):
     figures = sorted(p.name for p in out.glob("*.png"))
     for prefix in ("00_", "01_", "02_", "03_", "04_", "05_", "06_", "07_"):
         assert any(f.startswith(prefix) for f in figures), f"no figure from notebook {prefix}"
+
+
+def test_the_same_seed_gives_the_same_smoke_results(tmp_path):
+    """Two fresh runs with the same seed: the same questions and the same (sampled and greedy) answers."""
+    outputs = []
+    for name in ("a", "b"):
+        result = run_cli("run", "--profile", "smoke", "--only", "00", "--out", str(tmp_path / name), "-p", "n_eval=3")
+        assert result.returncode == 0, result.stderr[-2000:]
+        predictions = sorted((tmp_path / name / "00_baselines").rglob("predictions.jsonl"))
+        outputs.append([p.read_text() for p in predictions])
+    assert outputs[0] and outputs[0] == outputs[1]
