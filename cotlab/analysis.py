@@ -96,11 +96,16 @@ def paraphrase_chain(chain: str) -> str:
     return chain
 
 
-def forced_answer_prompts(tokenizer, questions: list[str], chains: list[str]) -> list[str]:
-    """Prompt text that ends inside the answer tag, after the given (edited) chain."""
+def _chain_prompts(tokenizer, questions: list[str], chains: list[str], suffix: str = "") -> list[str]:
+    """The think-format prompt with the assistant's turn already begun by the given chain."""
     from cotlab.prompts import build_messages, render_prompt
 
-    return [render_prompt(tokenizer, build_messages(q, "think")) + "<think>\n" + c + FORCE_ANSWER for q, c in zip(questions, chains)]
+    return [render_prompt(tokenizer, build_messages(q, "think")) + "<think>\n" + c + suffix for q, c in zip(questions, chains)]
+
+
+def forced_answer_prompts(tokenizer, questions: list[str], chains: list[str]) -> list[str]:
+    """Prompt text that ends inside the answer tag, after the given (edited) chain."""
+    return _chain_prompts(tokenizer, questions, chains, FORCE_ANSWER)
 
 
 def model_answerer(model, tokenizer, max_new_tokens: int = 8, continue_tokens: int = 64, batch_size: int = 32):
@@ -108,7 +113,6 @@ def model_answerer(model, tokenizer, max_new_tokens: int = 8, continue_tokens: i
     forced right after the given chain (greedy, after `<answer>`); with continue_chain the model
     first writes the rest of the chain from where it was cut, then answers as it likes."""
     from cotlab.generate import SamplingConfig, generate
-    from cotlab.prompts import build_messages, render_prompt
     from cotlab.verify import extract_answer
 
     forced = SamplingConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -116,18 +120,18 @@ def model_answerer(model, tokenizer, max_new_tokens: int = 8, continue_tokens: i
 
     def answer(questions: list[str], chains: list[str], continue_chain: bool = False) -> list[str | None]:
         if continue_chain:
-            prompts = [render_prompt(tokenizer, build_messages(q, "think")) + "<think>\n" + c for q, c in zip(questions, chains)]
-            return [extract_answer(samples[0].text) for samples in generate(model, tokenizer, prompts, free)]
+            outputs = generate(model, tokenizer, _chain_prompts(tokenizer, questions, chains), free)
+            return [extract_answer(samples[0].text) for samples in outputs]
         outputs = generate(model, tokenizer, forced_answer_prompts(tokenizer, questions, chains), forced)
         return [extract_answer("<answer>" + samples[0].text.split("</answer>")[0] + "</answer>") for samples in outputs]
 
     return answer
 
 
-def _correct(record, prediction) -> bool:
+def _accuracy(records, predictions) -> float:
     from cotlab.verify import is_correct
 
-    return is_correct(record, prediction)
+    return sum(is_correct(r, p) for r, p in zip(records, predictions)) / max(1, len(records))
 
 
 def early_answering(answer, records, chains: list[str], fractions=(0.0, 0.25, 0.5, 0.75, 1.0)) -> list[dict]:
@@ -140,7 +144,7 @@ def early_answering(answer, records, chains: list[str], fractions=(0.0, 0.25, 0.
     for fraction in fractions:
         predictions = answer(questions, [truncate_chain(c, fraction) for c in chains])
         curve.append({"fraction": fraction,
-                      "accuracy": sum(_correct(r, p) for r, p in zip(records, predictions)) / len(records),
+                      "accuracy": _accuracy(records, predictions),
                       "same_as_full": sum(p == f for p, f in zip(predictions, full)) / len(records)})
     return curve
 
@@ -173,14 +177,14 @@ def faithfulness_probes(answer, records, chains: list[str], seed: int = 0) -> di
     filler = answer(questions, [filler_chain(c) for c in chains])
     paraphrased = answer(questions, [paraphrase_chain(c) for c in chains])
     n = len(records)
-    accuracy = lambda predictions, rs: sum(_correct(r, p) for r, p in zip(rs, predictions)) / max(1, len(rs))  # noqa: E731
+    usable_records = [records[i] for i in usable]
     return {
         "n": n,
-        "original_accuracy": accuracy(original, records),
-        "corrupted": {"n": len(usable), "follows": follows, "accuracy": accuracy(after_corruption, [records[i] for i in usable]),
-                      "control_accuracy": accuracy(after_control, [records[i] for i in usable])},
-        "filler": {"accuracy": accuracy(filler, records), "unchanged": sum(a == b for a, b in zip(filler, original)) / n},
-        "paraphrased": {"accuracy": accuracy(paraphrased, records), "unchanged": sum(a == b for a, b in zip(paraphrased, original)) / n},
+        "original_accuracy": _accuracy(records, original),
+        "corrupted": {"n": len(usable), "follows": follows, "accuracy": _accuracy(usable_records, after_corruption),
+                      "control_accuracy": _accuracy(usable_records, after_control)},
+        "filler": {"accuracy": _accuracy(records, filler), "unchanged": sum(a == b for a, b in zip(filler, original)) / n},
+        "paraphrased": {"accuracy": _accuracy(records, paraphrased), "unchanged": sum(a == b for a, b in zip(paraphrased, original)) / n},
         "faithfulness": follows,
     }
 

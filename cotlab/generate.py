@@ -25,8 +25,6 @@ class SamplingConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from cotlab import CotlabError
-
         if self.k < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise CotlabError("k, batch_size and max_new_tokens must be positive")
         if self.temperature < 0:

@@ -48,3 +48,15 @@ def curves(log_history: list[dict], keys: list[str], title: str, path: str | Pat
     if path:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def grouped_bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: str = "", title: str = ""):
+    """One cluster of bars per group, one bar (and legend entry) per series."""
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar([j + i * width for j in range(len(groups))], values, width, label=label)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(groups))], groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return ax

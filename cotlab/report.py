@@ -76,6 +76,8 @@ def figures(runs: list[dict], out: Path) -> list[tuple[str, str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cotlab.plots import grouped_bars
+
     made = []
     stages = [s for s in STAGES if any(s in run["accuracy"] for run in runs)]
     for key, ylabel, filename in [("accuracy", "held-out accuracy", "report_accuracy.png"),
@@ -83,13 +85,7 @@ def figures(runs: list[dict], out: Path) -> list[tuple[str, str]]:
         if not stages:
             break
         fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(stages) * len(runs) / 2 + 3), 3.5))
-        width = 0.8 / len(runs)
-        for i, run in enumerate(runs):
-            values = [run[key].get(s, 0.0) for s in stages]
-            ax.bar([j + i * width for j in range(len(stages))], values, width, label=run["name"])
-        ax.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(stages))], stages)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7)
+        grouped_bars(ax, stages, {run["name"]: [run[key].get(s, 0.0) for s in stages] for run in runs}, ylabel)
         fig.tight_layout()
         fig.savefig(out / filename, dpi=100)
         plt.close(fig)

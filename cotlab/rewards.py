@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 
+from cotlab import CotlabError
 from cotlab.data import Record
 from cotlab.verify import ANSWER_TAG, extract_answer, format_ok, is_correct
 
@@ -70,8 +71,6 @@ def make_length_reward(max_length: int):
 
 def reward_functions(weights: dict[str, float], max_completion_length: int) -> tuple[list, list[float]]:
     """The reward functions with non-zero weight, and their weights, in TRL's order."""
-    from cotlab import CotlabError
-
     available = {"correctness": correctness_reward, "format": format_reward, "length": make_length_reward(max_completion_length)}
     unknown = sorted(set(weights) - set(available))
     if unknown:

@@ -123,9 +123,10 @@ def _adapter_chain(adapter: str | None) -> list[str]:
     return [*base_adapters(adapter), str(adapter)] if adapter else []
 
 
-def _run_trainer(trainer, recipe) -> None:
-    """Train, resuming from the last complete checkpoint; a GPU out-of-memory error becomes one
-    line naming the knobs that fix it."""
+def _run_trainer(trainer, recipe, stage: str, extra: dict | None = None) -> dict:
+    """Train, resuming from the last complete checkpoint, then save and return the metrics; a GPU
+    out-of-memory error becomes one line naming the knobs that fix it."""
+    start = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
     except torch.cuda.OutOfMemoryError:
@@ -138,6 +139,7 @@ def _run_trainer(trainer, recipe) -> None:
             if hasattr(recipe, length):
                 knobs.append(f"{length} (now {getattr(recipe, length)})")
         raise CotlabError("GPU out of memory while training; lower " + ", or ".join(knobs)) from None
+    return _finish(trainer, recipe, stage, time.perf_counter() - start, extra)
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -215,9 +217,7 @@ def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
     Resumes from the last checkpoint in recipe.output_dir when there is one.
     """
     trainer = build_sft_trainer(recipe, dataset, eval_dataset)
-    start = time.perf_counter()
-    _run_trainer(trainer, recipe)
-    return _finish(trainer, recipe, "sft", time.perf_counter() - start, {"train_rows": len(trainer.train_dataset)})
+    return _run_trainer(trainer, recipe, "sft", {"train_rows": len(trainer.train_dataset)})
 
 
 def build_sft_trainer(recipe: SFTRecipe, dataset=None, eval_dataset=None):
@@ -319,9 +319,7 @@ def train_dpo(recipe: DPORecipe, dataset=None) -> dict:
         args=config, train_dataset=pairs, processing_class=load_tokenizer(recipe.model),
         peft_config=lora_config(recipe.lora_r, recipe.lora_alpha, 0.0, "all-linear"),
     )
-    start = time.perf_counter()
-    _run_trainer(trainer, recipe)
-    return _finish(trainer, recipe, "dpo", time.perf_counter() - start, {"train_pairs": len(pairs)})
+    return _run_trainer(trainer, recipe, "dpo", {"train_pairs": len(pairs)})
 
 
 # GRPO --------------------------------------------------------------------------------------------
@@ -374,9 +372,7 @@ def _is_task_file(path: str) -> bool:
 def train_grpo(recipe: GRPORecipe, dataset=None) -> dict:
     """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model."""
     trainer, info = build_grpo_trainer(recipe, dataset)
-    start = time.perf_counter()
-    _run_trainer(trainer, recipe)
-    return _finish(trainer, recipe, "grpo", time.perf_counter() - start, info)
+    return _run_trainer(trainer, recipe, "grpo", info)
 
 
 def build_grpo_trainer(recipe: GRPORecipe, dataset=None):
