@@ -1,11 +1,13 @@
 """cotlab's SFT settings vs TRL's default SFTTrainer settings, same model, data and steps.
 
-    python bench/sft.py [--model embedded] [--steps 8] [--out FILE]
+    python bench/sft.py [--model embedded] [--steps 8] [--qlora] [--eval-n 50] [--out FILE]
 
 Each configuration trains in its own process (so peak memory is its own) on the same gold
-chain_sum rows.  "trl-default" is SFTConfig() with only what the machine needs (fp32 on CPU) and
-the model passed by name, as a first TRL user would write it; "cotlab" is `cotlab.train`'s recipe
-for the profile: LoRA r=16 on every linear layer, and on a GPU bf16 plus padding-free batching.
+chain_sum rows, then answers the same held-out questions greedily ("no loss of accuracy" is
+part of the target, not only speed).  "trl-default" is SFTConfig() with only what the machine
+needs (fp32 on CPU) and the model passed by name, as a first TRL user would write it; "cotlab" is
+`cotlab.train`'s recipe for the profile: LoRA r=16 on every linear layer, and on a GPU bf16 plus
+padding-free batching; "cotlab-qlora" is the same LoRA on an NF4 base (bitsandbytes).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ def child(args) -> dict:
     import torch
 
     from cotlab.data import load_records
+    from cotlab.evaluate import evaluate
+    from cotlab.generate import SamplingConfig
     from cotlab.models import resolve_model
     from cotlab.prompts import sft_example
-    from cotlab.train import SFTRecipe, build_sft_trainer, peak_memory_mb, precision_kwargs
+    from cotlab.train import SFTRecipe, build_sft_trainer, peak_memory_mb, precision_kwargs, reset_peak_memory
 
     rows = [sft_example(r.question, r.rationale, r.answer) for r in load_records(args.data, n=args.steps * args.batch, split="train")]
     with tempfile.TemporaryDirectory() as out:
@@ -42,16 +46,25 @@ def child(args) -> dict:
             config = SFTConfig(output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch, logging_steps=1,
                                save_strategy="no", report_to="none", **({} if torch.cuda.is_available() else precision_kwargs()))
             trainer = SFTTrainer(model=resolve_model(args.model), args=config, train_dataset=Dataset.from_list(rows))
+        reset_peak_memory()
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start
+        peak = peak_memory_mb()
     tokens = max(int(e.get("num_tokens", 0)) for e in trainer.state.log_history)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     result = {"config": args.config, "steps": trainer.state.global_step, "tokens": tokens, "seconds": round(wall, 1),
-              "tokens_per_second": round(tokens / wall, 1), "peak_memory_mb": round(peak_memory_mb(), 0),
+              "tokens_per_second": round(tokens / wall, 1), "peak_memory_mb": round(peak, 0),
+              "weights_memory_mb": round(trainer.model.get_memory_footprint() / 2**20, 2),
               "final_loss": round(losses[-1], 3), "trainable_parameters": trainable}
+    if args.eval_n:
+        trainer.model.eval()
+        held_out = load_records(args.data, n=args.eval_n, split="test")
+        summary = evaluate(trainer.model, trainer.processing_class, held_out, style="think", progress=False,
+                           sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, batch_size=args.eval_n)).summary
+        result["accuracy"], result["accuracy_stderr"] = summary["accuracy"], round(summary["accuracy_stderr"], 3)
     if torch.cuda.is_available():
         # Model FLOPs utilisation: 6 x parameters x tokens/s over the GPU's dense bf16 peak.
         result["mfu"] = round(6 * total * tokens / wall / (args.peak_tflops * 1e12), 4)
@@ -62,13 +75,15 @@ def main() -> None:
     parser = bench_parser(steps=8)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--config", choices=["cotlab", "cotlab-padded", "cotlab-qlora", "trl-default"])
-    parser.add_argument("--qlora", action="store_true", help="also run cotlab's recipe on a 4-bit base (GPU only)")
+    parser.add_argument("--qlora", action="store_true", help="also run cotlab's recipe on a 4-bit NF4 base")
+    parser.add_argument("--eval-n", type=int, default=50, help="held-out questions answered after training (0: skip)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM: 989)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))
         return
-    common = forward(args, ["model", "data", "steps", "batch", "peak_tflops"])
+    common = forward(args, ["model", "data", "steps", "batch", "peak_tflops", "eval_n", "max_new_tokens"])
     import torch
 
     # On a GPU cotlab batches padding-free; "cotlab-padded" is the same recipe with padding, for the ratio.
@@ -77,9 +92,9 @@ def main() -> None:
     for row in rows:
         row["speedup_vs_trl_default"] = round(row["tokens_per_second"] / rows[0]["tokens_per_second"], 2)
         row["memory_vs_trl_default"] = round(row["peak_memory_mb"] / rows[0]["peak_memory_mb"], 2)
-    print_table(rows, ["config", "steps", "tokens", "seconds", "tokens_per_second", "peak_memory_mb", "final_loss",
-                       "trainable_parameters", "speedup_vs_trl_default", "memory_vs_trl_default", "mfu"])
-    path = write_result("sft", {"model": args.model, "steps": args.steps, "batch": args.batch, "rows": rows}, args.out)
+    print_table(rows, ["config", "steps", "tokens", "seconds", "tokens_per_second", "peak_memory_mb", "weights_memory_mb", "final_loss",
+                       "accuracy", "trainable_parameters", "speedup_vs_trl_default", "memory_vs_trl_default", "mfu"])
+    path = write_result("sft", {"model": args.model, "steps": args.steps, "batch": args.batch, "eval_n": args.eval_n, "rows": rows}, args.out)
     print(f"wrote {path}")
 
 

@@ -164,7 +164,7 @@ def load_model(
     """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype`.
 
     adapter: a PEFT adapter folder applied on top (kept separate, not merged, so its weights can
-    still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes (GPU only).
+    still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes.
     """
     from transformers import AutoModelForCausalLM
 
@@ -173,8 +173,7 @@ def load_model(
     source = resolve_model(name)
     kwargs: dict = {"dtype": dtype}
     if load_in_4bit:
-        kwargs["quantization_config"] = quantization_config(dtype)
-        kwargs["device_map"] = {"": device}
+        kwargs.update(quantization_config=quantization_config(dtype), device_map=quantized_device_map(device))
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as e:
@@ -222,9 +221,12 @@ def apply_adapter(model, adapter: str):
 
 
 def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
-    """NF4 with double quantisation, as in QLoRA (Dettmers et al., 2023)."""
-    if not torch.cuda.is_available():
-        raise CotlabError("4-bit loading (QLoRA) needs a CUDA GPU and bitsandbytes; use plain LoRA on CPU")
+    """NF4 with double quantisation, as in QLoRA (Dettmers et al., 2023).  bitsandbytes >= 0.49 also
+    runs NF4 on CPU (slower than plain LoRA there: the point on CPU is the lesson, not the speed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise CotlabError("4-bit loading (QLoRA) needs bitsandbytes: pip install bitsandbytes (or use plain LoRA)")
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -233,6 +235,16 @@ def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
     )
+
+
+def quantized_device_map(device: str | None = None) -> dict:
+    """A 4-bit model is placed as it loads: on this process's GPU (its local rank under
+    `accelerate launch`, one model copy per GPU), else on `device`."""
+    import os
+
+    if torch.cuda.is_available() and (device is None or device == "cuda"):
+        return {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return {"": device or default_device()}
 
 
 def count_parameters(model) -> dict:

@@ -37,7 +37,7 @@ class SFTRecipe:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: list[str] | str = "all-linear"
-    load_in_4bit: bool = False  # QLoRA (GPU only)
+    load_in_4bit: bool = False  # QLoRA: LoRA on an NF4-quantised base (bitsandbytes)
     learning_rate: float = 1e-3
     num_train_epochs: float = 1.0
     max_steps: int = -1
@@ -108,11 +108,11 @@ def _base_model(name: str, load_in_4bit: bool = False, merge: list[str] | None =
     SFT model, and its reference model (the adapter switched off) is that SFT model, not the base."""
     from transformers import AutoModelForCausalLM
 
-    from cotlab.models import default_dtype, merge_adapters, quantization_config, resolve_model
+    from cotlab.models import default_dtype, merge_adapters, quantization_config, quantized_device_map, resolve_model
 
     kwargs = {"dtype": default_dtype()}
     if load_in_4bit:
-        kwargs["quantization_config"] = quantization_config(default_dtype())
+        kwargs.update(quantization_config=quantization_config(default_dtype()), device_map=quantized_device_map())
     model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kwargs)
     return merge_adapters(model, merge or [])
 
@@ -126,6 +126,7 @@ def _adapter_chain(adapter: str | None) -> list[str]:
 def _run_trainer(trainer, recipe, stage: str, extra: dict | None = None) -> dict:
     """Train, resuming from the last complete checkpoint, then save and return the metrics; a GPU
     out-of-memory error becomes one line naming the knobs that fix it."""
+    reset_peak_memory()
     start = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
@@ -150,9 +151,27 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
+def reset_peak_memory() -> None:
+    """Start a fresh peak, so a run's figure is its own and not the largest of everything this
+    process (a notebook kernel) ran before it."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets the peak RSS (VmHWM)
+    except OSError:
+        pass  # elsewhere the peak stays the process's lifetime maximum
+
+
 def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch, or on CPU the peak resident set size."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -181,6 +200,8 @@ def _finish(trainer, recipe, stage: str, wall: float, extra: dict | None = None)
         "wall_seconds": round(wall, 1),
         "steps": trainer.state.global_step,
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        # The weights alone (4-bit under QLoRA): what QLoRA saves, apart from activations and optimiser state.
+        "weights_memory_mb": round(trainer.model.get_memory_footprint() / 2**20, 1),
         **_throughput(trainer, wall),
         "log_history": trainer.state.log_history,
         "recipe": dataclasses.asdict(recipe),

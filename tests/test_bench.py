@@ -28,11 +28,14 @@ def test_generation_bench(tmp_path):
 
 @pytest.mark.slow
 def test_sft_bench(tmp_path):
-    result, _ = run_bench("sft", "--steps", "2", "--batch", "2", tmp_path=tmp_path)
-    default, cotlab = result["rows"]
-    assert default["config"] == "trl-default" and cotlab["config"] == "cotlab"
+    result, table = run_bench("sft", "--steps", "2", "--batch", "2", "--qlora", "--eval-n", "3", "--max-new-tokens", "4", tmp_path=tmp_path)
+    default, cotlab, qlora = result["rows"]
+    assert (default["config"], cotlab["config"], qlora["config"]) == ("trl-default", "cotlab", "cotlab-qlora")
     assert cotlab["trainable_parameters"] < default["trainable_parameters"]  # LoRA vs full fine-tuning
-    assert default["steps"] == cotlab["steps"] == 2 and cotlab["tokens_per_second"] > 0
+    assert qlora["trainable_parameters"] == cotlab["trainable_parameters"]  # the same adapter ...
+    assert qlora["weights_memory_mb"] < cotlab["weights_memory_mb"]  # ... on a 4-bit base
+    assert default["steps"] == cotlab["steps"] == qlora["steps"] == 2 and cotlab["tokens_per_second"] > 0
+    assert all(0 <= row["accuracy"] <= 1 for row in result["rows"]) and "accuracy" in table
 
 
 @pytest.mark.slow

@@ -103,3 +103,36 @@ def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
             (folder / "trainer_state.json").write_text("{}")
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert last_checkpoint(tmp_path / "nothing") is None
+
+
+def test_qlora_trains_a_lora_on_a_4bit_base_and_generates(sft_rows, tmp_path):
+    """The QLoRA path end to end (bitsandbytes NF4 runs on CPU too): the base layers are 4-bit,
+    only the adapter trains, the weights take less memory, and the adapter loads back on a 4-bit base."""
+    from bitsandbytes.nn import Linear4bit
+
+    from cotlab.evaluate import evaluate
+    from cotlab.generate import SamplingConfig
+    from cotlab.models import load_model
+
+    common = dict(model="tiny-random", max_steps=1, per_device_train_batch_size=4, save_steps=10)
+    lora = train_sft(SFTRecipe(output_dir=str(tmp_path / "lora"), **common), sft_rows)
+    qlora = train_sft(SFTRecipe(output_dir=str(tmp_path / "qlora"), load_in_4bit=True, **common), sft_rows)
+    assert qlora["steps"] == 1 and qlora["final_loss"] == qlora["final_loss"]  # trained, loss not NaN
+    assert qlora["weights_memory_mb"] < lora["weights_memory_mb"]
+    model, tokenizer = load_model("tiny-random", adapter=qlora["output"], load_in_4bit=True)
+    assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer, Linear4bit)
+    result = evaluate(model, tokenizer, load_records(CHAIN_SUM, n=2, split="test"), sampling=SamplingConfig(max_new_tokens=4), progress=False)
+    assert result.summary["n"] == 2 and all(row["completion_tokens"] <= 4 for row in result.rows)
+
+
+def test_peak_memory_is_the_runs_own(tmp_path):
+    """A run's peak memory is measured from its start, not the largest thing the process (a
+    notebook kernel) held earlier."""
+    from cotlab.train import peak_memory_mb, reset_peak_memory
+
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
+    before = peak_memory_mb()
+    del ballast
+    reset_peak_memory()
+    assert peak_memory_mb() < before - 300
