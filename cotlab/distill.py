@@ -199,7 +199,9 @@ def _judge(record, samples, method, teacher_name, sampling, max_per_question, ma
             seen.add(_normalized(rationale))
             accepted.append(_row(record, rationale, method, teacher_name, sampling.temperature, sample.tokens))
     return {"source_id": record.id, "method": method, "teacher": teacher_name, "temperature": sampling.temperature,
-            "k": sampling.k, "n_correct": sum(j["correct"] for j in judged), "acceptance": sum(j["correct"] for j in judged) / len(samples),
+            "k": sampling.k, "n_correct": sum(j["correct"] for j in judged),
+            # Right answers, and what survives every filter: a right answer with no working is not kept.
+            "correct_rate": sum(j["correct"] for j in judged) / len(samples), "acceptance": len(accepted) / len(samples),
             "samples": judged, "accepted": accepted}
 
 
@@ -207,7 +209,7 @@ def reject_sample(teacher, records, sampling: SamplingConfig, log_path: str | Pa
                   max_tokens: int = 1024, chunk_size: int = 16, progress: bool = True) -> list[dict]:
     """Sample k rationales per question in the think format and keep the verified, distinct ones.
 
-    Returns one log row per question: acceptance rate, every sample's verdict, accepted rows.
+    Returns one log row per question: correct and accepted rates, every sample's verdict, accepted rows.
     """
     conversations = [build_messages(r.question, "think") for r in records]
     config = {"method": "rejection", "teacher": teacher.name, "sampling": sampling.to_dict(), "max_per_question": max_per_question,
@@ -320,6 +322,7 @@ def data_card(name: str, rows: list[dict], log_rows: list[dict] | None = None) -
                             "histogram": _histogram(lengths)},
     }
     if log_rows:
+        card["correct_rate"] = sum(log.get("correct_rate", 0.0) for log in log_rows) / len(log_rows)
         card["acceptance"] = sum(log["acceptance"] for log in log_rows) / len(log_rows)
         card["questions_with_a_kept_rationale"] = sum(bool(log["accepted"]) for log in log_rows) / len(log_rows)
     return card

@@ -71,7 +71,7 @@ def test_rejection_sampling_logs_every_question_and_resumes(records, tiny, tmp_p
     log = tmp_path / "rejection.log.jsonl"
     first = reject_sample(teacher, records[:5], sampling, log, chunk_size=2, progress=False)
     assert [r["source_id"] for r in first] == [r.id for r in records[:5]] and teacher.asked == 5
-    assert all(len(r["samples"]) == 2 and 0 <= r["acceptance"] <= 1 for r in first)
+    assert all(len(r["samples"]) == 2 and 0 <= r["acceptance"] <= r["correct_rate"] <= 1 for r in first)
     # A torn last line (a kill mid-write) is repaired; only the 7 new questions are asked.
     with open(log, "a") as f:
         f.write('{"source_id": "torn')
@@ -166,3 +166,17 @@ def test_http_teacher_against_a_real_server(openai_server, records, tmp_path):
     dead = HTTPTeacher(f"http://127.0.0.1:{_free_port()}/v1", "x", max_retries=1, timeout=2)
     with pytest.raises(CotlabError, match="unreachable after 2 tries"):
         dead.complete([[{"role": "user", "content": "hi"}]], SamplingConfig(max_new_tokens=4))
+
+
+def test_acceptance_counts_kept_chains_and_correct_rate_counts_right_answers(records):
+    """A right answer with no working is correct but not accepted: the two rates differ."""
+    from cotlab.distill import _judge
+    from cotlab.generate import Completion
+
+    record = records[0]
+    worked = record.rationale + f"\n<answer>{record.answer}</answer>"
+    samples = [Completion(worked, 20, True), Completion(f"<answer>{record.answer}</answer>", 5, True),
+               Completion("<answer>-99999</answer>", 5, True), Completion(worked, 20, True)]
+    log = _judge(record, samples, "rejection", "test", SamplingConfig(k=4, temperature=0.7), max_per_question=4, max_tokens=100)
+    assert [s["rejected"] for s in log["samples"]] == [None, "no calculation", "wrong answer", "duplicate"]
+    assert log["correct_rate"] == 0.75 and log["acceptance"] == 0.25 and len(log["accepted"]) == 1

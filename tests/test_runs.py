@@ -110,6 +110,24 @@ def test_the_whole_suite_runs_in_the_smoke_profile(tmp_path):
         assert any(f.startswith(prefix) for f in figures), f"no figure from notebook {prefix}"
 
 
+@pytest.mark.slow
+def test_the_gpu_profile_runs_as_a_batch_job_in_smoke_form(tmp_path):
+    """The gpu profile's own choices (its task, report_to: auto, GRPO in groups, checkpoints) on the
+    tiny model at smoke sizes: TensorBoard event files and checkpoints land in the usual layout."""
+    sizes = ["model=tiny-random", "n_eval=4", "max_new_tokens=16", "n_train=16", "sft_steps=2",
+             "sweep_steps=1", "lora_ranks=[2]", "n_prompts=4", "num_generations=2", "per_device_train_batch_size=4",
+             "max_completion_length=16", "grpo_steps=1"]
+    out = tmp_path / "gpu"
+    result = run_cli("run", "--profile", "gpu", "--only", "02", "04", "--out", str(out), *[a for s in sizes for a in ("-p", s)], timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["profile"] == "gpu" and run["overrides"]["model"] == "tiny-random"
+    assert set(json.loads((out / "summary.json").read_text())["accuracy"]) == {"base", "sft", "grpo"}
+    for stage in ("02_sft/main", "04_grpo/train"):
+        assert list((out / stage / "runs").rglob("events.out.tfevents.*")), f"no TensorBoard log for {stage}"
+        assert list((out / stage).glob("checkpoint-*")) and (out / stage / "final").is_dir()
+
+
 def test_the_same_seed_gives_the_same_smoke_results(tmp_path):
     """Two fresh runs with the same seed: the same questions and the same (sampled and greedy) answers."""
     outputs = []
