@@ -260,7 +260,9 @@ def build_sft_trainer(recipe: SFTRecipe, dataset=None, eval_dataset=None):
         packing=recipe.packing,
         padding_free=recipe.padding_free,
         completion_only_loss=None,  # TRL: completion-only for prompt/completion rows, full text otherwise
-        gradient_checkpointing=recipe.gradient_checkpointing,
+        # transformers 5 renamed gradient_checkpointing (TRL's configs default it to True); the recipes keep
+        # the familiar name and set the new one, so the choice is explicit and no deprecation warning shows.
+        activation_checkpointing=recipe.gradient_checkpointing,
         lr_scheduler_type=recipe.lr_scheduler_type,
         warmup_steps=recipe.warmup_steps,
         logging_steps=recipe.logging_steps,
@@ -334,7 +336,7 @@ def train_dpo(recipe: DPORecipe, dataset=None) -> dict:
 
     pairs = load_training_dataset(dataset if dataset is not None else recipe.dataset)
     config = DPOConfig(beta=recipe.beta, loss_type=[recipe.loss_type], num_train_epochs=recipe.num_train_epochs,
-                       max_length=recipe.max_length, gradient_checkpointing=recipe.gradient_checkpointing, **_shared_args(recipe))
+                       max_length=recipe.max_length, activation_checkpointing=recipe.gradient_checkpointing, **_shared_args(recipe))
     trainer = DPOTrainer(
         model=_base_model(recipe.model, merge=_adapter_chain(recipe.adapter)),
         args=config, train_dataset=pairs, processing_class=load_tokenizer(recipe.model),
@@ -411,7 +413,7 @@ def build_grpo_trainer(recipe: GRPORecipe, dataset=None):
         num_generations=recipe.num_generations, max_completion_length=recipe.max_completion_length,
         temperature=recipe.temperature, beta=recipe.beta, reward_weights=weights, loss_type=recipe.loss_type,
         scale_rewards=recipe.scale_rewards, use_vllm=use_vllm, **({"vllm_mode": "colocate"} if use_vllm else {}),
-        gradient_checkpointing=False, log_completions=False, **_shared_args(recipe),
+        activation_checkpointing=False, log_completions=False, **_shared_args(recipe),
     )
     tokenizer = load_tokenizer(recipe.model)
     tokenizer.padding_side = "left"

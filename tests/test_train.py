@@ -136,3 +136,18 @@ def test_peak_memory_is_the_runs_own(tmp_path):
     del ballast
     reset_peak_memory()
     assert peak_memory_mb() < before - 300
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_activation_checkpointing_is_the_recipes_choice_not_trls_default(sft_rows, tmp_path, checkpointing):
+    """TRL's configs turn checkpointing on by default and transformers 5 renamed the argument: the
+    recipe's choice must reach the trainer under the new name, without the deprecation warning."""
+    import warnings
+
+    from cotlab.train import build_sft_trainer
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="`gradient_checkpointing` is deprecated")
+        trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path), max_steps=1,
+                                              gradient_checkpointing=checkpointing), sft_rows)
+    assert trainer.args.activation_checkpointing is checkpointing and trainer.args.gradient_checkpointing is checkpointing
