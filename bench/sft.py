@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -30,7 +29,7 @@ def child(args) -> dict:
     from cotlab.generate import SamplingConfig
     from cotlab.models import resolve_model
     from cotlab.prompts import sft_example
-    from cotlab.train import SFTRecipe, build_sft_trainer, peak_memory_mb, precision_kwargs, reset_peak_memory
+    from cotlab.train import SFTRecipe, build_sft_trainer, measure_training, precision_kwargs
 
     rows = [sft_example(r.question, r.rationale, r.answer) for r in load_records(args.data, n=args.steps * args.batch, split="train")]
     with tempfile.TemporaryDirectory() as out:
@@ -46,18 +45,13 @@ def child(args) -> dict:
             config = SFTConfig(output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch, logging_steps=1,
                                save_strategy="no", report_to="none", **({} if torch.cuda.is_available() else precision_kwargs()))
             trainer = SFTTrainer(model=resolve_model(args.model), args=config, train_dataset=Dataset.from_list(rows))
-        reset_peak_memory()
-        start = time.perf_counter()
-        trainer.train()
-        wall = time.perf_counter() - start
-        peak = peak_memory_mb()
-    tokens = max(int(e.get("num_tokens", 0)) for e in trainer.state.log_history)
+        measured = measure_training(trainer)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
-    result = {"config": args.config, "steps": trainer.state.global_step, "tokens": tokens, "seconds": round(wall, 1),
-              "tokens_per_second": round(tokens / wall, 1), "peak_memory_mb": round(peak, 0),
-              "weights_memory_mb": round(trainer.model.get_memory_footprint() / 2**20, 2),
+    result = {"config": args.config, "steps": trainer.state.global_step, "tokens": measured["train_tokens"],
+              "seconds": measured["wall_seconds"], "tokens_per_second": measured["tokens_per_second"],
+              "peak_memory_mb": round(measured["peak_memory_mb"]), "weights_memory_mb": measured["weights_memory_mb"],
               "final_loss": round(losses[-1], 3), "trainable_parameters": trainable}
     if args.eval_n:
         trainer.model.eval()
@@ -67,7 +61,7 @@ def child(args) -> dict:
         result["accuracy"], result["accuracy_stderr"] = summary["accuracy"], round(summary["accuracy_stderr"], 3)
     if torch.cuda.is_available():
         # Model FLOPs utilisation: 6 x parameters x tokens/s over the GPU's dense bf16 peak.
-        result["mfu"] = round(6 * total * tokens / wall / (args.peak_tflops * 1e12), 4)
+        result["mfu"] = round(6 * total * measured["tokens_per_second"] / (args.peak_tflops * 1e12), 4)
     return result
 
 

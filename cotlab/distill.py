@@ -322,7 +322,7 @@ def data_card(name: str, rows: list[dict], log_rows: list[dict] | None = None) -
                             "histogram": _histogram(lengths)},
     }
     if log_rows:
-        card["correct_rate"] = sum(log.get("correct_rate", 0.0) for log in log_rows) / len(log_rows)
+        card["correct_rate"] = sum(log["correct_rate"] for log in log_rows) / len(log_rows)
         card["acceptance"] = sum(log["acceptance"] for log in log_rows) / len(log_rows)
         card["questions_with_a_kept_rationale"] = sum(bool(log["accepted"]) for log in log_rows) / len(log_rows)
     return card

@@ -126,10 +126,8 @@ def _adapter_chain(adapter: str | None) -> list[str]:
 def _run_trainer(trainer, recipe, stage: str, extra: dict | None = None) -> dict:
     """Train, resuming from the last complete checkpoint, then save and return the metrics; a GPU
     out-of-memory error becomes one line naming the knobs that fix it."""
-    reset_peak_memory()
-    start = time.perf_counter()
     try:
-        trainer.train(resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+        measured = measure_training(trainer, resume_from_checkpoint=last_checkpoint(recipe.output_dir))
     except torch.cuda.OutOfMemoryError:
         knobs = [f"per_device_train_batch_size (now {recipe.per_device_train_batch_size}; raise gradient_accumulation_steps to keep the batch)"]
         if hasattr(recipe, "gradient_checkpointing") and not recipe.gradient_checkpointing:
@@ -140,7 +138,19 @@ def _run_trainer(trainer, recipe, stage: str, extra: dict | None = None) -> dict
             if hasattr(recipe, length):
                 knobs.append(f"{length} (now {getattr(recipe, length)})")
         raise CotlabError("GPU out of memory while training; lower " + ", or ".join(knobs)) from None
-    return _finish(trainer, recipe, stage, time.perf_counter() - start, extra)
+    return _finish(trainer, recipe, stage, measured, extra)
+
+
+def measure_training(trainer, resume_from_checkpoint: str | None = None) -> dict:
+    """Run trainer.train() and measure it: wall time, this run's peak memory, the weights' own
+    memory (4-bit under QLoRA: what QLoRA saves, apart from activations and optimiser state),
+    tokens trained and tokens/s.  The stages and bench/ both measure through here."""
+    reset_peak_memory()
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    wall = time.perf_counter() - start
+    return {"wall_seconds": round(wall, 1), "peak_memory_mb": round(peak_memory_mb(), 1),
+            "weights_memory_mb": round(trainer.model.get_memory_footprint() / 2**20, 2), **_throughput(trainer, wall)}
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -182,7 +192,7 @@ def _throughput(trainer, wall: float) -> dict:
     return {"train_tokens": tokens, "tokens_per_second": round(tokens / wall, 1) if wall else 0.0}
 
 
-def _finish(trainer, recipe, stage: str, wall: float, extra: dict | None = None) -> dict:
+def _finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = None) -> dict:
     """Save the adapter (or full model), a model card and metrics; return the metrics."""
     from cotlab.models import BASE_ADAPTERS_FILE
 
@@ -197,12 +207,8 @@ def _finish(trainer, recipe, stage: str, wall: float, extra: dict | None = None)
         "stage": stage,
         "model": recipe.model,
         "output": str(final),
-        "wall_seconds": round(wall, 1),
         "steps": trainer.state.global_step,
-        "peak_memory_mb": round(peak_memory_mb(), 1),
-        # The weights alone (4-bit under QLoRA): what QLoRA saves, apart from activations and optimiser state.
-        "weights_memory_mb": round(trainer.model.get_memory_footprint() / 2**20, 1),
-        **_throughput(trainer, wall),
+        **measured,
         "log_history": trainer.state.log_history,
         "recipe": dataclasses.asdict(recipe),
         **(extra or {}),
