@@ -33,7 +33,8 @@ def _timed(fn, bucket: list):
 
 
 def child(args) -> dict:
-    from cotlab.train import GRPORecipe, build_grpo_trainer
+    from cotlab.recipes import GRPORecipe
+    from cotlab.training import build_grpo_trainer
 
     with tempfile.TemporaryDirectory() as out:
         recipe = GRPORecipe(model=args.model, dataset=args.data, n_prompts=64, output_dir=out, max_steps=args.steps,

@@ -6,7 +6,7 @@ Each configuration trains in its own process (so peak memory is its own) on the 
 chain_sum rows, then answers the same held-out questions greedily ("no loss of accuracy" is
 part of the target, not only speed).  "trl-default" is SFTConfig() with only what the machine
 needs (fp32 on CPU) and the model passed by name, as a first TRL user would write it; "cotlab" is
-`cotlab.train`'s recipe for the profile: LoRA r=16 on every linear layer, and on a GPU bf16 plus
+`cotlab.recipes`' SFT recipe for the profile: LoRA r=16 on every linear layer, and on a GPU bf16 plus
 padding-free batching; "cotlab-qlora" is the same LoRA on an NF4 base (bitsandbytes).
 """
 
@@ -29,7 +29,9 @@ def child(args) -> dict:
     from cotlab.generate import SamplingConfig
     from cotlab.models import resolve_model
     from cotlab.prompts import sft_example
-    from cotlab.train import SFTRecipe, build_sft_trainer, measure_training, precision_kwargs
+    from cotlab.models import trainer_precision
+    from cotlab.recipes import SFTRecipe
+    from cotlab.training import build_sft_trainer, measure_training
 
     rows = [sft_example(r.question, r.rationale, r.answer) for r in load_records(args.data, n=args.steps * args.batch, split="train")]
     with tempfile.TemporaryDirectory() as out:
@@ -43,7 +45,7 @@ def child(args) -> dict:
             from trl import SFTConfig, SFTTrainer
 
             config = SFTConfig(output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch, logging_steps=1,
-                               save_strategy="no", report_to="none", **({} if torch.cuda.is_available() else precision_kwargs()))
+                               save_strategy="no", report_to="none", **({} if torch.cuda.is_available() else trainer_precision(torch.float32)))
             trainer = SFTTrainer(model=resolve_model(args.model), args=config, train_dataset=Dataset.from_list(rows))
         measured = measure_training(trainer)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]

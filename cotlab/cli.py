@@ -1,4 +1,9 @@
-"""The `cotlab` command: one subcommand per stage, each a thin wrapper over a package function."""
+"""The `cotlab` command: one subcommand per stage, each a thin wrapper over a package function.
+
+All argument parsing lives here.  `python -m cotlab.train STAGE …` (what `accelerate launch` and
+`torchrun` run) is `cotlab train STAGE …` through this same `main`.  Nothing heavy is imported
+at module level, so `cotlab --help` answers without loading torch.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from cotlab import CotlabError
+from cotlab import CotlabError, __version__
+
+STAGE_NAMES = ("sft", "dpo", "grpo")
 
 
 def positive_int(text: str) -> int:
@@ -20,18 +27,28 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--k", type=positive_int, default=1, help="samples per question (k > 1 needs --temperature > 0)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+def add_sampling_arguments(parser: argparse.ArgumentParser, k: int = 1, temperature: float = 0.0) -> None:
+    parser.add_argument("--k", type=positive_int, default=k, help="samples per question (k > 1 needs --temperature > 0)")
+    parser.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=positive_int, default=256)
     parser.add_argument("--batch-size", type=positive_int, default=16, help="sequences per forward pass")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def sampling_from(args):
+    from cotlab.generate import SamplingConfig
+
+    return SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                          k=args.k, batch_size=args.batch_size, seed=args.seed)
+
+
+# Commands -----------------------------------------------------------------------------------------
 
 
 def cmd_eval(args) -> int:
     from cotlab.data import load_records
     from cotlab.evaluate import evaluate, write_eval
-    from cotlab.generate import SamplingConfig
     from cotlab.models import load_model
     from cotlab.prompts import check_style, exemplars_from
 
@@ -39,12 +56,10 @@ def cmd_eval(args) -> int:
     out = Path(args.out or f"runs/eval-{Path(args.model).name}-{args.data.replace(':', '_').replace('/', '_')[:40]}")
     if (out / "summary.json").exists():
         raise CotlabError(f"{out} already holds an evaluation (summary.json): choose another --out")
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              k=args.k, batch_size=args.batch_size, seed=args.seed)
     records = load_records(args.data, n=args.n, split=args.split, seed=args.seed)
     exemplars = exemplars_from(load_records(args.data, n=3, split="train", seed=args.seed)) if args.style == "few_shot_cot" else None
     model, tokenizer = load_model(args.model, adapter=args.adapter)
-    result = evaluate(model, tokenizer, records, style=args.style, sampling=sampling, exemplars=exemplars)
+    result = evaluate(model, tokenizer, records, style=args.style, sampling=sampling_from(args), exemplars=exemplars)
     write_eval(out, result, model=args.model, adapter=args.adapter, data=args.data, split=args.split, seed=args.seed)
     s = result.summary
     print(f"accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} on {s['n']} questions; "
@@ -54,9 +69,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from cotlab.runs import parse_overrides, parse_sweep, resume_run, start_run, start_sweep
+    from cotlab.runs import parse_overrides, resume_run, start_run
 
     if args.sweep:
+        from cotlab.sweeps import parse_sweep, start_sweep
+
         if args.resume:
             raise CotlabError("--sweep and --resume do not go together: resume each point's run directory")
         sweep_dir, run_dirs = start_sweep(args.profile, parse_sweep(args.sweep), out=args.out, only=args.only,
@@ -90,8 +107,42 @@ def cmd_tasks(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from cotlab.recipes import load_recipe, recipe_fields
+
+    if args.list_fields:
+        print("\n".join(recipe_fields(args.stage)))
+        return 0
+    from cotlab.training import run_stage
+
+    run_stage(args.stage, load_recipe(args.stage, args.config, args.set))
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from cotlab.data import load_records
+    from cotlab.distill import distill_to
+    from cotlab.teachers import teacher_from
+
+    records = load_records(args.data, n=args.n, split="train", seed=args.seed)
+    teacher = teacher_from(args.teacher, args.teacher_url, args.api_key, args.concurrency)
+    card = distill_to(args.out, records, teacher, sampling_from(args), args.name, args.max_per_question,
+                      args.chunk_size, use_star=args.star)
+    stats = getattr(teacher, "stats", None)
+    if stats is not None and stats.seconds:
+        print(f"generated {stats.tokens} tokens in {stats.seconds:.1f}s ({stats.tokens_per_second:.1f} tokens/s)")
+    out = Path(args.out) / args.name
+    print(json.dumps({k: v for k, v in card.items() if k != "rationale_words"}))
+    print(f"wrote {out} (datasets), {out}.jsonl and {out}.card.json")
+    return 0
+
+
+# The parser ---------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cotlab", description="Chain-of-thought fine-tuning, lesson by lesson.")
+    parser.add_argument("--version", action="version", version=f"cotlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("eval", help="evaluate a model on a task: predictions.jsonl + summary.json")
@@ -101,7 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=positive_int, default=50, help="number of questions")
     p.add_argument("--split", default="test", choices=["train", "test", "all"])
     p.add_argument("--style", default="think", help="direct, zero_shot_cot, few_shot_cot or think")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (must not hold an earlier evaluation)")
     add_sampling_arguments(p)
     p.set_defaults(func=cmd_eval)
@@ -124,15 +174,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the reasoning-gym task names usable as rg:NAME")
     p.set_defaults(func=cmd_tasks)
 
-    from cotlab import train
+    p = sub.add_parser("train", help="train a stage (sft, dpo, grpo) from a YAML recipe (TRL's config fields plus cotlab's)")
+    p.add_argument("stage", choices=STAGE_NAMES)
+    p.add_argument("--config", help="recipe YAML (configs/recipes/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (any TRL config field)")
+    p.add_argument("--list-fields", action="store_true", help="print every field the stage's recipe accepts")
+    p.set_defaults(func=cmd_train)
 
-    train.add_cli(sub)
-    try:
-        from cotlab import distill
-
-        distill.add_cli(sub)
-    except ImportError:
-        pass
+    p = sub.add_parser("distill", help="build a verified CoT training set (gold, rejection sampling, STaR)")
+    p.add_argument("--data", required=True, help="task spec; questions come from its train split")
+    p.add_argument("--teacher", default="embedded", help="gold, embedded, a folder or hub id, or a model name with --teacher-url")
+    p.add_argument("--teacher-url", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key")
+    p.add_argument("--concurrency", type=positive_int, default=4, help="HTTP requests in flight")
+    p.add_argument("--n", type=positive_int, default=100)
+    p.add_argument("--chunk-size", type=positive_int, default=16, help="questions per written chunk")
+    p.add_argument("--max-per-question", type=positive_int, default=4)
+    p.add_argument("--star", action="store_true", help="rationalise failed questions with the answer as a hint")
+    p.add_argument("--name", default="distilled")
+    p.add_argument("--out", required=True, help="output folder; rerunning with the same parameters resumes")
+    add_sampling_arguments(p, k=4, temperature=0.7)
+    p.set_defaults(func=cmd_distill)
     return parser
 
 

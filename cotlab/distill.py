@@ -1,15 +1,13 @@
-"""Making reasoning data: teachers, rejection sampling, STaR and the long/short CoT mixture.
+"""Making reasoning data: rejection sampling, STaR and the long/short CoT mixture, verified and saved.
 
-- Teachers share one method, `complete(conversations, sampling)`: a local HF model
-  (`LocalTeacher`), any OpenAI-compatible server (`HTTPTeacher`: vLLM, llama.cpp, Ollama,
-  `transformers serve`, a hosted API), or the dataset's own gold rationales (`GoldTeacher`).
-- `reject_sample`: k samples per question, keep the distinct ones whose answer verifies
-  (*Large Language Models Are Reasoning Teachers*; *Scaling Relationship on Learning
-  Mathematical Reasoning with Large Language Models*).
+- `reject_sample`: k samples per question from a teacher (cotlab.teachers), keep the distinct ones
+  whose answer verifies (*Large Language Models Are Reasoning Teachers*; *Scaling Relationship on
+  Learning Mathematical Reasoning with Large Language Models*).
 - `star`: for questions the model fails, sample again with the gold answer as a hint and keep
   verified rationales, stored without the hint (*STaR: Bootstrapping Reasoning With Reasoning*).
 - `shorten` and `mix_long_short`: structure-preserving short rewrites mixed with the long
   chains (*Long-Short Chain-of-Thought Mixture Supervised Fine-Tuning*).
+- `save_dataset`: TRL prompt/completion rows plus a data card.
 
 Every generation stage appends one line per question to a JSONL log as it goes, so a killed
 run resumes where it stopped without duplicating or losing a question.
@@ -20,101 +18,13 @@ from __future__ import annotations
 import json
 import random
 import re
-import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-
 from pathlib import Path
 
 from cotlab import CotlabError
-from cotlab.generate import Completion, GenerationStats, SamplingConfig
+from cotlab.generate import SamplingConfig
 from cotlab.io import append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail, write_jsonl
-from cotlab.prompts import build_messages, sft_example, think_completion
+from cotlab.prompts import build_messages, sft_example
 from cotlab.verify import extract_answer, is_correct
-
-# Teachers ---------------------------------------------------------------------------------------
-
-
-class LocalTeacher:
-    """A local HF model (the embedded model by default; any hub id or folder on a GPU)."""
-
-    def __init__(self, model: str = "embedded", adapter: str | None = None, loaded=None):
-        from cotlab.models import load_model
-
-        self.name = model + (f"+{Path(adapter).name}" if adapter else "")
-        self.model, self.tokenizer = loaded or load_model(model, adapter=adapter)
-        self.stats = GenerationStats()
-
-    def complete(self, conversations: list[list[dict]], sampling: SamplingConfig, progress: bool = False) -> list[list[Completion]]:
-        from cotlab.generate import generate
-        from cotlab.prompts import render_prompt
-
-        prompts = [render_prompt(self.tokenizer, c) for c in conversations]
-        return generate(self.model, self.tokenizer, prompts, sampling, progress=progress, stats=self.stats)
-
-
-class HTTPTeacher:
-    """Any OpenAI-compatible chat-completions endpoint.  One request per sample (many servers
-    ignore `n`), at most `concurrency` in flight, each retried on connection errors, timeouts
-    and 429/5xx answers with exponential back-off."""
-
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0,
-                 max_retries: int = 3, concurrency: int = 4):
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.name = f"http:{model}"
-        self.model, self.api_key = model, api_key
-        self.timeout, self.max_retries, self.concurrency = timeout, max_retries, concurrency
-        self.stats = GenerationStats()
-
-    def _request(self, messages: list[dict], sampling: SamplingConfig, seed: int) -> Completion:
-        body = json.dumps({"model": self.model, "messages": messages, "max_tokens": sampling.max_new_tokens,
-                           "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": seed}).encode()
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
-        for attempt in range(self.max_retries + 1):
-            try:
-                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    answer = json.loads(response.read())
-                choice = answer["choices"][0]
-                tokens = (answer.get("usage") or {}).get("completion_tokens") or len(choice["message"]["content"].split())
-                return Completion(choice["message"]["content"].strip(), tokens, choice.get("finish_reason") == "stop")
-            except urllib.error.HTTPError as e:
-                if e.code not in (408, 429) and e.code < 500 or attempt == self.max_retries:
-                    raise CotlabError(f"teacher {self.url} answered HTTP {e.code}: {e.read()[:200]!r}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                if attempt == self.max_retries:
-                    raise CotlabError(f"teacher {self.url} unreachable after {attempt + 1} tries: {e}") from None
-            time.sleep(min(2**attempt, 30))
-        raise AssertionError("unreachable")
-
-    def complete(self, conversations: list[list[dict]], sampling: SamplingConfig, progress: bool = False) -> list[list[Completion]]:
-        jobs = [(i, j) for i in range(len(conversations)) for j in range(sampling.k)]
-        start = time.perf_counter()
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            done = list(pool.map(lambda job: self._request(conversations[job[0]], sampling, sampling.seed + job[1]), jobs))
-        self.stats.seconds += time.perf_counter() - start
-        results: list[list[Completion]] = [[] for _ in conversations]
-        for (i, _), completion in zip(jobs, done):
-            results[i].append(completion)
-            self.stats.tokens += completion.tokens
-            self.stats.sequences += 1
-        return results
-
-
-class GoldTeacher:
-    """The dataset's own rationales (GSM8K solutions, reasoning-gym answer_cot or scratchpads):
-    the human-annotated baseline the distillation papers compare against."""
-
-    name = "gold"
-
-    def rationales(self, records) -> list[dict]:
-        rows = []
-        for record in records:
-            if record.rationale and is_correct(record, extract_answer(record.rationale) or record.answer):
-                rows.append(_row(record, _strip_answer(record.rationale), "gold", self.name, None, None))
-        return rows
-
 
 # Rationales -------------------------------------------------------------------------------------
 
@@ -124,20 +34,20 @@ _CALCULATION = re.compile(r"\d\s*[-+*/×x÷]\s*\(?-?\d")  # a rationale must com
 _HINT_LEAK = re.compile(r"correct answer is|the hint|we are told the answer|given answer", re.IGNORECASE)
 
 
-def _strip_answer(text: str) -> str:
+def strip_answer(text: str) -> str:
     """The reasoning part of a completion: inside <think> if present, minus any final-answer line."""
     inner = _THINK.search(text)
     text = inner.group(1) if inner else text
     return _TRAILING_ANSWER.sub("", text.strip()).strip()
 
 
-def _row(record, rationale: str, method: str, teacher: str, temperature, tokens, **extra) -> dict:
+def rationale_row(record, rationale: str, method: str, teacher: str, temperature, tokens, **extra) -> dict:
     return {"source_id": record.id, "question": record.question, "answer": record.answer, "rationale": rationale,
             "method": method, "teacher": teacher, "temperature": temperature, "tokens": tokens,
             "verified": True, "source": record.source, **extra}
 
 
-def _normalized(text: str) -> str:
+def normalized(text: str) -> str:
     return " ".join(text.lower().split())
 
 
@@ -180,7 +90,7 @@ def _judge(record, samples, method, teacher_name, sampling, max_per_question, ma
     for sample in samples:
         prediction = extract_answer(sample.text)
         correct = is_correct(record, prediction)
-        rationale = _strip_answer(sample.text)
+        rationale = strip_answer(sample.text)
         reason = None
         if not correct:
             reason = "wrong answer"
@@ -190,14 +100,14 @@ def _judge(record, samples, method, teacher_name, sampling, max_per_question, ma
             reason = "too long"
         elif hint and _HINT_LEAK.search(rationale):
             reason = "mentions the hint"
-        elif _normalized(rationale) in seen:
+        elif normalized(rationale) in seen:
             reason = "duplicate"
         elif len(accepted) >= max_per_question:
             reason = "enough kept"
         judged.append({"prediction": prediction, "correct": correct, "tokens": sample.tokens, "rejected": reason})
         if reason is None:
-            seen.add(_normalized(rationale))
-            accepted.append(_row(record, rationale, method, teacher_name, sampling.temperature, sample.tokens))
+            seen.add(normalized(rationale))
+            accepted.append(rationale_row(record, rationale, method, teacher_name, sampling.temperature, sample.tokens))
     return {"source_id": record.id, "method": method, "teacher": teacher_name, "temperature": sampling.temperature,
             "k": sampling.k, "n_correct": sum(j["correct"] for j in judged),
             # Right answers, and what survives every filter: a right answer with no working is not kept.
@@ -266,7 +176,7 @@ def shorten(rows: list[dict], records_by_id: dict, teacher=None, sampling: Sampl
         rewrites = [prune_to_calculations(r["rationale"]) for r in rows]
     short = []
     for row, rewrite in zip(rows, rewrites):
-        rewrite = _strip_answer(rewrite)
+        rewrite = strip_answer(rewrite)
         last_number = extract_answer(rewrite)
         record = records_by_id[row["source_id"]]
         # The short form must still reach the gold answer on its own and actually be shorter.
@@ -295,7 +205,7 @@ def mix_long_short(long_rows: list[dict], short_rows: list[dict], short_fraction
 def dedupe(rows: list[dict]) -> list[dict]:
     seen, unique = set(), []
     for row in rows:
-        key = (row["source_id"], _normalized(row["rationale"]))
+        key = (row["source_id"], normalized(row["rationale"]))
         if key not in seen:
             seen.add(key)
             unique.append(row)
@@ -357,124 +267,18 @@ def save_dataset(rows: list[dict], out_dir: str | Path, name: str, log_rows: lis
     return card
 
 
-# Command line -----------------------------------------------------------------------------------
-
-
-def teacher_from(spec: str, url: str | None = None, api_key: str | None = None, concurrency: int = 4):
-    if url:
-        return HTTPTeacher(url, spec, api_key=api_key, concurrency=concurrency)
-    if spec == "gold":
-        return GoldTeacher()
-    return LocalTeacher(spec)
-
-
-def cmd_distill(args) -> int:
-    from cotlab.data import load_records
-
-    records = load_records(args.data, n=args.n, split="train", seed=args.seed)
-    out = Path(args.out)
+def distill_to(out_dir: str | Path, records, teacher, sampling: SamplingConfig, name: str = "distilled",
+               max_per_question: int = 4, chunk_size: int = 16, use_star: bool = False) -> dict:
+    """Build and save one verified training set from `records` (what `cotlab distill` runs): the
+    gold rationales for a gold teacher, else rejection sampling and optionally STaR on the
+    questions left unsolved.  Resumable: the sampling logs in out_dir are picked up again."""
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    teacher = teacher_from(args.teacher, args.teacher_url, args.api_key, args.concurrency)
-    if isinstance(teacher, GoldTeacher):
-        rows, logs = teacher.rationales(records), None
-    else:
-        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, k=args.k,
-                                  batch_size=args.batch_size, seed=args.seed)
-        logs = reject_sample(teacher, records, sampling, out / "rejection.log.jsonl", args.max_per_question, chunk_size=args.chunk_size)
-        rows = accepted(logs)
-        if args.star:
-            failed = [r for r in records if r.id in failed_ids(logs)]
-            rows += accepted(star(teacher, failed, sampling, out / "star.log.jsonl", chunk_size=args.chunk_size))
-        if teacher.stats.seconds:
-            print(f"generated {teacher.stats.tokens} tokens in {teacher.stats.seconds:.1f}s ({teacher.stats.tokens_per_second:.1f} tokens/s)")
-    card = save_dataset(rows, out, args.name, logs)
-    print(json.dumps({k: v for k, v in card.items() if k != "rationale_words"}))
-    print(f"wrote {out / args.name} (datasets), {out / args.name}.jsonl and {out / args.name}.card.json")
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    from cotlab.cli import positive_int
-
-    p = subparsers.add_parser("distill", help="build a verified CoT training set (gold, rejection sampling, STaR)")
-    p.add_argument("--data", required=True, help="task spec; questions come from its train split")
-    p.add_argument("--teacher", default="embedded", help="gold, embedded, a folder or hub id, or a model name with --teacher-url")
-    p.add_argument("--teacher-url", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--api-key")
-    p.add_argument("--concurrency", type=positive_int, default=4, help="HTTP requests in flight")
-    p.add_argument("--n", type=positive_int, default=100)
-    p.add_argument("--k", type=positive_int, default=4)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--max-new-tokens", type=positive_int, default=256)
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--chunk-size", type=positive_int, default=16, help="questions per written chunk")
-    p.add_argument("--max-per-question", type=positive_int, default=4)
-    p.add_argument("--star", action="store_true", help="rationalise failed questions with the answer as a hint")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", default="distilled")
-    p.add_argument("--out", required=True, help="output folder; rerunning with the same parameters resumes")
-    p.set_defaults(func=cmd_distill)
-
-
-# Preference pairs (for DPO) ---------------------------------------------------------------------
-
-PAIR_MODES = ("correct_vs_wrong", "long_vs_short", "short_vs_long")
-
-
-def preference_pairs(teacher, records, sampling: SamplingConfig, mode: str = "correct_vs_wrong", seed: int = 0) -> tuple[list[dict], dict]:
-    """Sample k chains per question from `teacher` and pair them (see `pairs_from_samples`)."""
-    _check_pair_mode(mode)
-    samples = teacher.complete([build_messages(r.question, "think") for r in records], sampling)
-    return pairs_from_samples(records, samples, mode, seed)
-
-
-def _check_pair_mode(mode: str) -> None:
-    if mode not in PAIR_MODES:
-        raise CotlabError(f"unknown pair mode '{mode}': choose one of {', '.join(PAIR_MODES)}")
-
-
-def pairs_from_samples(records, samples: list[list[Completion]], mode: str = "correct_vs_wrong", seed: int = 0,
-                       gold_fallback: bool = False, count_tokens=None) -> tuple[list[dict], dict]:
-    """Preference pairs from a model's own samples, in TRL's conversational preference format.
-
-    correct_vs_wrong: a verified, finished chain is chosen over a wrong one (*Self-Training with
-    Direct Preference Optimization Improves Chain-of-Thought Reasoning*).  long_vs_short: the
-    longest correct chain over the shortest (*Thinking Preference Optimization*); short_vs_long is
-    the reverse, for a more concise model.  Questions without a usable pair are skipped.
-
-    gold_fallback (correct_vs_wrong only): a question with no correct sample but a gold rationale
-    pairs the gold chain (chosen) with a wrong sample, so a weak model still gets pairs; each pair
-    records where its chosen chain came from, and `count_tokens` measures the gold chain.
-    """
-    _check_pair_mode(mode)
-    rng = random.Random(seed)
-    pairs = []
-    for record, question_samples in zip(records, samples):
-        judged = [(s, is_correct(record, extract_answer(s.text))) for s in question_samples]
-        right = [s for s, ok in judged if ok and s.finished]
-        wrong = [s for s, ok in judged if not ok]
-        chosen_from = "sample"
-        if mode == "correct_vs_wrong":
-            if not right and gold_fallback and record.rationale and wrong:
-                gold = think_completion(record.rationale, record.answer)
-                right, chosen_from = [Completion(gold, count_tokens(gold) if count_tokens else len(gold.split()), True)], "gold"
-            if not right or not wrong:
-                continue
-            chosen, rejected = rng.choice(right), rng.choice(wrong)
-        else:
-            distinct = {_normalized(s.text): s for s in right}
-            if len(distinct) < 2:
-                continue
-            by_length = sorted(distinct.values(), key=lambda s: s.tokens)
-            chosen, rejected = (by_length[-1], by_length[0]) if mode == "long_vs_short" else (by_length[0], by_length[-1])
-        pairs.append({"prompt": build_messages(record.question, "think"),
-                      "chosen": [{"role": "assistant", "content": chosen.text}],
-                      "rejected": [{"role": "assistant", "content": rejected.text}],
-                      "source_id": record.id, "chosen_from": chosen_from,
-                      "chosen_tokens": chosen.tokens, "rejected_tokens": rejected.tokens})
-    n = len(pairs)
-    stats = {"mode": mode, "questions": len(records), "pairs": n, "questions_with_pair": n / len(records) if records else 0.0,
-             "gold_chosen": sum(p["chosen_from"] == "gold" for p in pairs),
-             "mean_chosen_tokens": sum(p["chosen_tokens"] for p in pairs) / n if n else 0.0,
-             "mean_rejected_tokens": sum(p["rejected_tokens"] for p in pairs) / n if n else 0.0}
-    return pairs, stats
+    if hasattr(teacher, "rationales"):  # the gold teacher needs no sampling
+        return save_dataset(teacher.rationales(records), out, name)
+    logs = reject_sample(teacher, records, sampling, out / "rejection.log.jsonl", max_per_question, chunk_size=chunk_size)
+    rows = accepted(logs)
+    if use_star:
+        failed = [r for r in records if r.id in failed_ids(logs)]
+        rows += accepted(star(teacher, failed, sampling, out / "star.log.jsonl", chunk_size=chunk_size))
+    return save_dataset(rows, out, name, logs)

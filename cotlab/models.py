@@ -44,6 +44,27 @@ def default_dtype(device: str | None = None) -> torch.dtype:
     return torch.float32
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(spec: str | torch.dtype | None = "auto", device: str | None = None) -> torch.dtype:
+    """`auto` (or None) follows `default_dtype`; otherwise a dtype by name."""
+    if isinstance(spec, torch.dtype):
+        return spec
+    if spec in (None, "auto"):
+        return default_dtype(device)
+    if spec not in DTYPES:
+        raise CotlabError(f"unknown dtype '{spec}': choose auto, {', '.join(DTYPES)}")
+    return DTYPES[spec]
+
+
+def trainer_precision(dtype: torch.dtype) -> dict:
+    """The Trainer's precision flags for weights in `dtype`, set explicitly (TRL defaults to bf16)."""
+    if torch.cuda.is_available():
+        return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+    return {"bf16": dtype == torch.bfloat16, "fp16": False, "use_cpu": True}
+
+
 def _gguf_dir() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
@@ -154,11 +175,31 @@ def load_tokenizer(name: str = EMBEDDED):
     return tokenizer
 
 
+def load_base(name: str = EMBEDDED, dtype: torch.dtype | str | None = None, load_in_4bit: bool = False,
+              merge: list[str] | None = None, device: str | None = None):
+    """The one place a model spec becomes weights: resolved once, loaded in an explicit dtype (a
+    model passed by name to TRL would load in fp32), optionally NF4-quantised, with earlier stages'
+    adapters merged in (a DPO or GRPO LoRA then trains on top of the SFT model, and its reference
+    model, the adapter switched off, is that SFT model)."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = resolve_dtype(dtype, device)
+    kwargs: dict = {"dtype": dtype}
+    if load_in_4bit:
+        kwargs.update(quantization_config=quantization_config(dtype), device_map=quantized_device_map(device))
+    source = resolve_model(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise CotlabError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None
+    return merge_adapters(model, merge or [])
+
+
 def load_model(
     name: str = EMBEDDED,
     adapter: str | None = None,
     device: str | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     load_in_4bit: bool = False,
 ):
     """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype`.
@@ -166,24 +207,19 @@ def load_model(
     adapter: a PEFT adapter folder applied on top (kept separate, not merged, so its weights can
     still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes.
     """
-    from transformers import AutoModelForCausalLM
-
     device = device or default_device()
-    dtype = dtype or default_dtype(device)
-    source = resolve_model(name)
-    kwargs: dict = {"dtype": dtype}
-    if load_in_4bit:
-        kwargs.update(quantization_config=quantization_config(dtype), device_map=quantized_device_map(device))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as e:
-        raise CotlabError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None
+    model = load_base(name, dtype, load_in_4bit, device=device)
     if not load_in_4bit:
         model.to(device)
     if adapter:
         model = apply_adapter(model, adapter)
     model.eval()
     return model, load_tokenizer(name)
+
+
+def adapter_chain(adapter: str | None) -> list[str]:
+    """Every adapter a stage trained on `adapter` must start from, in merge order."""
+    return [*base_adapters(adapter), str(adapter)] if adapter else []
 
 
 BASE_ADAPTERS_FILE = "cotlab_base_adapters.json"

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.io import atomic_write_json, atomic_write_text
+from cotlab.layout import STAGE_ORDER
+from cotlab.runs import summarize_run
 
-STAGES = ("base", "sft", "dpo", "grpo")
+STAGES = STAGE_ORDER
 
 
 def read_run(run_dir: str | Path) -> dict:
@@ -19,15 +21,13 @@ def read_run(run_dir: str | Path) -> dict:
     folder = Path(run_dir)
     if not (folder / "run.json").is_file():
         raise CotlabError(f"{folder} is not a cotlab run directory (no run.json)")
-    from cotlab.runs import summarize_run
-
     summary = summarize_run(folder.resolve())
     run = json.loads((folder / "run.json").read_text())
     parameters = {}
     for plan in run.get("plan", {}).values():
         parameters.update({k: v for k, v in plan.items() if k != "run_dir"})
     parameters.update(run.get("overrides", {}))
-    sft = summary["stages"].get("02_sft", {}).get("train", {})
+    sft = summary["stages"].get("sft", {}).get("train", {})
     return {
         "name": folder.name,
         "path": str(folder),

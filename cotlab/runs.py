@@ -19,11 +19,10 @@ import yaml
 
 from cotlab import CotlabError, __version__
 from cotlab.io import atomic_write_json
+from cotlab.layout import REPO_ROOT, Run
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILE_DIR = REPO_ROOT / "configs" / "profiles"
-RESULTS = "results"
 
 
 # Profiles ---------------------------------------------------------------------------------------
@@ -154,50 +153,10 @@ def new_run_dir(out: str | Path | None, profile: str, root: str | Path = "runs")
     raise CotlabError(f"could not create a fresh run directory under {root}")
 
 
-def save_stage(run_dir: str | Path, stage: str, result: dict) -> Path:
-    """Record one stage's headline numbers (accuracy, lengths, timings) for the run summary."""
-    return atomic_write_json(Path(run_dir) / RESULTS / f"{stage}.json", {"stage": stage, **result})
-
-
-def load_stage(run_dir: str | Path, stage: str) -> dict | None:
-    path = Path(run_dir) / RESULTS / f"{stage}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def stage_adapter(run_dir: str | Path, stage: str) -> str | None:
-    """The adapter a finished stage of this run left behind (e.g. notebook 02's SFT adapter)."""
-    adapter = (load_stage(run_dir, stage) or {}).get("adapter")
-    return adapter if adapter and Path(adapter).is_dir() else None
-
-
-# Where each training stage leaves its held-out evaluation and adapter inside a run directory.
-STAGE_OUTPUTS = {"base": ("02_sft/eval_base", None), "sft": ("02_sft/eval_sft", "02_sft"),
-                 "dpo": ("03_dpo/eval_dpo", "03_dpo"), "grpo": ("04_grpo/eval_grpo", "04_grpo")}
-
-
-def trained_stages(run_dir: str | Path) -> dict[str, dict]:
-    """The stages this run has finished: {stage: {"eval": EvalResult, "adapter": path or None}},
-    in training order; what the analysis notebooks read."""
-    from cotlab.evaluate import load_eval
-
-    found = {}
-    for stage, (eval_dir, adapter_stage) in STAGE_OUTPUTS.items():
-        result = load_eval(Path(run_dir) / eval_dir)
-        adapter = stage_adapter(run_dir, adapter_stage) if adapter_stage else None
-        if result is not None and (adapter_stage is None or adapter):
-            found[stage] = {"eval": result, "adapter": adapter}
-    return found
-
-
-def stage_results(run_dir: str | Path) -> dict[str, dict]:
-    folder = Path(run_dir) / RESULTS
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
-
-
 def summarize_run(run_dir: Path) -> dict:
     """The run-level summary: per-stage accuracy and length maps plus each notebook's status."""
     run = json.loads((run_dir / "run.json").read_text())
-    stages = stage_results(run_dir)
+    stages = Run(run_dir).results()
     summary = {
         "profile": run["profile"],
         "seed": run.get("seed"),
@@ -295,57 +254,3 @@ def resume_run(run_dir: str | Path, log=print) -> tuple[Path, dict]:
     selected = notebooks(run["selected"])
     log(f"cotlab run: resuming {run_dir} (profile {run['profile']})")
     return run_dir, execute_suite(run_dir, run["plan"], selected, log)
-
-
-# Sweeps -----------------------------------------------------------------------------------------
-
-
-def parse_sweep(specs: list[str] | None) -> dict[str, list]:
-    """`--sweep key=v1,v2,…` (repeatable) -> {key: [values]}; values are YAML (`lora_r=4,16`,
-    `temperatures=[0.5],[1.0]`)."""
-    grid = {}
-    for spec in specs or []:
-        key, eq, values = spec.partition("=")
-        if not eq or not key or not values:
-            raise CotlabError(f"bad sweep '{spec}': expected key=value1,value2")
-        try:
-            grid[key.strip()] = yaml.safe_load(f"[{values}]")
-        except yaml.YAMLError:
-            raise CotlabError(f"bad sweep values in '{spec}'") from None
-    return grid
-
-
-def sweep_points(grid: dict[str, list]) -> list[dict]:
-    """Every combination of the grid's values, in order."""
-    import itertools
-
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def point_name(point: dict) -> str:
-    text = "_".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in point.items())
-    return "".join(c if c.isalnum() or c in "=_-.,[]" else "-" for c in text)[:120]
-
-
-def start_sweep(profile_name: str, sweep: dict[str, list], out=None, only=None, overrides=None, root="runs",
-                log=print) -> tuple[Path, list[Path]]:
-    """One run per grid point, in sibling directories of a fresh sweep folder; then a report
-    comparing them.  Every point's parameters are checked before the first run starts."""
-    from cotlab.report import build_report
-
-    profile = load_profile(profile_name)
-    selected = notebooks(only)
-    points = sweep_points(sweep)
-    for point in points:
-        plan_parameters(profile, selected, {**(overrides or {}), **point})
-    sweep_dir = new_run_dir(out, f"{profile_name}-sweep", root)
-    run_dirs = []
-    for point in points:
-        log(f"cotlab sweep: point {point}")
-        run_dir, _ = start_run(profile_name, out=sweep_dir / point_name(point), only=only,
-                               overrides={**(overrides or {}), **point}, log=log)
-        run_dirs.append(run_dir)
-    report = build_report(run_dirs, sweep_dir / "report")
-    log(f"cotlab sweep: report {report}")
-    return sweep_dir, run_dirs

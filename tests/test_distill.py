@@ -14,11 +14,11 @@ import pytest
 
 from cotlab import CotlabError
 from cotlab.data import load_records
-from cotlab.distill import (GoldTeacher, HTTPTeacher, LocalTeacher, accepted, mix_long_short, reject_sample,
-                            save_dataset, shorten)
+from cotlab.distill import accepted, mix_long_short, reject_sample, save_dataset, shorten
+from cotlab.teachers import GoldTeacher, HTTPTeacher, LocalTeacher
 from cotlab.generate import SamplingConfig
 from cotlab.io import read_jsonl
-from cotlab.train import load_training_dataset
+from cotlab.training import load_training_dataset
 
 from conftest import CHAIN_SUM, REPO, run_cli
 

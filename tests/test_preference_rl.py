@@ -7,11 +7,12 @@ import pytest
 
 from cotlab import CotlabError
 from cotlab.data import load_records
-from cotlab.distill import preference_pairs
+from cotlab.pairs import preference_pairs
 from cotlab.generate import Completion, SamplingConfig
 from cotlab.prompts import sft_example, think_completion
 from cotlab.rewards import grpo_rows
-from cotlab.train import DPORecipe, GRPORecipe, SFTRecipe, train_dpo, train_grpo, train_sft
+from cotlab.recipes import DPORecipe, GRPORecipe, SFTRecipe
+from cotlab.training import train_dpo, train_grpo, train_sft
 
 from conftest import CHAIN_SUM
 
@@ -102,7 +103,7 @@ def test_dpo_step_on_top_of_an_sft_adapter(records, tmp_path):
 def test_grpo_step_logs_rewards_and_clipping(records, tmp_path):
     recipe = GRPORecipe(model="tiny-random", output_dir=str(tmp_path / "grpo"), max_steps=1, num_generations=2,
                         per_device_train_batch_size=4, max_completion_length=16,
-                        reward_weights={"correctness": 1.0, "format": 0.5, "length": 0.1})
+                        rewards={"correctness": 1.0, "format": 0.5, "length": 0.1})
     metrics = train_grpo(recipe, grpo_rows(records))
     assert metrics["steps"] == 1 and metrics["use_vllm"] is False
     logged = next(e for e in metrics["log_history"] if "reward" in e)
@@ -127,7 +128,7 @@ def test_grpo_recipe_rejects_bad_parameters_before_any_work(kwargs, message):
 
 
 def test_gold_fallback_gives_a_weak_model_pairs(records):
-    from cotlab.distill import pairs_from_samples
+    from cotlab.pairs import pairs_from_samples
 
     wrong = [[_sample(think_completion("guess", str(int(r.answer) + 1)), 8)] * 2 for r in records[:3]]
     pairs, stats = pairs_from_samples(records[:3], wrong, "correct_vs_wrong")

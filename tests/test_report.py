@@ -10,7 +10,7 @@ import pytest
 
 from cotlab import CotlabError
 from cotlab.report import build_report, differing_parameters
-from cotlab.runs import parse_sweep, point_name, sweep_points
+from cotlab.sweeps import parse_sweep, point_name, sweep_points
 
 from conftest import run_cli
 

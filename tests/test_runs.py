@@ -3,6 +3,7 @@ import json
 import pytest
 
 from cotlab import CotlabError
+from cotlab.layout import Run
 from cotlab.runs import load_profile, new_run_dir, notebooks, parse_overrides, plan_parameters, profiles
 
 from conftest import run_cli
@@ -45,7 +46,7 @@ def test_notebook_00_runs_in_the_smoke_profile(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["notebooks"]["00_baselines_and_prompting"]["status"] == "done"
-    prompting = summary["stages"]["00_baselines"]["prompting"]
+    prompting = summary["stages"]["baselines"]["prompting"]
     assert all(set(by_style) == {"direct", "zero_shot_cot", "few_shot_cot"} for by_style in prompting.values())
     assert (out / "00_prompting_task0.png").stat().st_size > 1000
     assert (out / "00_baselines_and_prompting.ipynb").is_file()
@@ -72,7 +73,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_evaluations(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "cotlab.cli", "run", "--profile", "smoke", "--only", "02", "--out", str(out)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoint = out / "02_sft" / "main" / "checkpoint-2"
+    checkpoint = Run(out).training_dir("sft") / "checkpoint-2"
     deadline = time.time() + 600
     while time.time() < deadline and not (checkpoint / "trainer_state.json").is_file():
         time.sleep(0.1)
@@ -81,7 +82,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_evaluations(tmp_path):
     assert checkpoint.is_dir(), "the run ended before its checkpoint was written"
     run = json.loads((out / "run.json").read_text())
     assert run["notebooks"].get("02_sft_lora", {}).get("status") != "done"
-    base_eval = out / "02_sft" / "eval_base" / "summary.json"
+    base_eval = Run(out).evaluation_dir("base") / "summary.json"
     stamps = {path: path.stat().st_mtime_ns for path in (base_eval, checkpoint / "trainer_state.json")}
 
     resumed = run_cli("run", "--resume", str(out))
@@ -101,9 +102,9 @@ def test_the_whole_suite_runs_in_the_smoke_profile(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert all(nb["status"] == "done" for nb in summary["notebooks"].values()) and len(summary["notebooks"]) == len(notebooks())
     assert set(summary["accuracy"]) == {"base", "sft", "dpo", "grpo"}
-    for stage in ("05_length_and_faithfulness", "06_test_time_scaling", "07_what_training_changed"):
-        assert stage in summary["stages"]
-    grpo_log = json.loads((out / "04_grpo" / "train" / "metrics.json").read_text())["log_history"]
+    for lesson in ("faithfulness", "scaling", "changes"):
+        assert lesson in summary["stages"]
+    grpo_log = json.loads((Run(out).training_dir("grpo") / "metrics.json").read_text())["log_history"]
     assert any("completions/clipped_ratio" in e for e in grpo_log)
     figures = sorted(p.name for p in out.glob("*.png"))
     for prefix in ("00_", "01_", "02_", "03_", "04_", "05_", "06_", "07_"):
@@ -123,9 +124,10 @@ def test_the_gpu_profile_runs_as_a_batch_job_in_smoke_form(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["profile"] == "gpu" and run["overrides"]["model"] == "tiny-random"
     assert set(json.loads((out / "summary.json").read_text())["accuracy"]) == {"base", "sft", "grpo"}
-    for stage in ("02_sft/main", "04_grpo/train"):
-        assert list((out / stage / "runs").rglob("events.out.tfevents.*")), f"no TensorBoard log for {stage}"
-        assert list((out / stage).glob("checkpoint-*")) and (out / stage / "final").is_dir()
+    for stage in ("sft", "grpo"):
+        folder = Run(out).training_dir(stage)
+        assert list((folder / "runs").rglob("events.out.tfevents.*")), f"no TensorBoard log for {stage}"
+        assert list(folder.glob("checkpoint-*")) and (folder / "final").is_dir()
 
 
 def test_the_same_seed_gives_the_same_smoke_results(tmp_path):

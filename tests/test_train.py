@@ -8,7 +8,8 @@ import yaml
 
 from cotlab.data import load_records
 from cotlab.prompts import sft_example
-from cotlab.train import SFTRecipe, last_checkpoint, load_recipe, train_sft
+from cotlab.recipes import SFTRecipe, load_recipe
+from cotlab.training import last_checkpoint, train_sft
 
 from conftest import CHAIN_SUM, REPO
 
@@ -21,14 +22,9 @@ def sft_rows():
 def test_loss_is_on_the_completion_only(sft_rows, tokenizer, tmp_path):
     """Build TRL's own trainer and collate a real example: prompt tokens carry label -100, the
     whole think/answer completion and the closing <|im_end|> carry labels (so the model learns to stop)."""
-    from trl import SFTConfig, SFTTrainer
+    from cotlab.training import build_sft_trainer
 
-    from cotlab.train import _base_model, precision_kwargs
-
-    from datasets import Dataset
-
-    trainer = SFTTrainer(model=_base_model("tiny-random"), processing_class=tokenizer, train_dataset=Dataset.from_list(sft_rows[:2]),
-                         args=SFTConfig(output_dir=str(tmp_path), report_to="none", **precision_kwargs()))
+    trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
     batch = trainer.data_collator([trainer.train_dataset[0]])
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
     trained = [i for i, label in zip(ids, labels) if label != -100]
@@ -65,8 +61,22 @@ def test_recipe_files_reject_unknown_fields(tmp_path):
 
     path = tmp_path / "r.yaml"
     path.write_text("model: tiny-random\nlora_rank: 8\n")
-    with pytest.raises(CotlabError, match="unknown sft recipe field"):
+    with pytest.raises(CotlabError, match="unknown sft recipe field 'lora_rank'; did you mean 'lora_r'"):
         load_recipe("sft", str(path))
+
+
+def test_any_trl_config_field_can_be_set_from_a_recipe(tmp_path):
+    """Recipes are TRL's own configs: options cotlab never mentions reach the trainer's args."""
+    path = tmp_path / "r.yaml"
+    path.write_text("model: tiny-random\noptim: adafactor\nweight_decay: 0.1\nuse_liger_kernel: false\n")
+    recipe = load_recipe("sft", str(path), ["push_to_hub=false", "neftune_noise_alpha=5"])
+    assert (recipe.optim.value, recipe.weight_decay, recipe.neftune_noise_alpha) == ("adafactor", 0.1, 5)
+    grpo = load_recipe("grpo", None, ["log_completions=true", "vllm_gpu_memory_utilization=0.3", "loss_type=dr_grpo"])
+    assert grpo.log_completions and grpo.vllm_gpu_memory_utilization == 0.3 and grpo.loss_type == "dr_grpo"
+    from cotlab import CotlabError
+
+    with pytest.raises(CotlabError, match="bad GRPORecipe setting"):  # TRL's own validation, on one line
+        load_recipe("grpo", None, ["log_completions_hub_repo=x/y"])
 
 
 @pytest.mark.slow
@@ -128,7 +138,7 @@ def test_qlora_trains_a_lora_on_a_4bit_base_and_generates(sft_rows, tmp_path):
 def test_peak_memory_is_the_runs_own(tmp_path):
     """A run's peak memory is measured from its start, not the largest thing the process (a
     notebook kernel) held earlier."""
-    from cotlab.train import peak_memory_mb, reset_peak_memory
+    from cotlab.training import peak_memory_mb, reset_peak_memory
 
     ballast = bytearray(400 * 2**20)
     ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
@@ -144,10 +154,10 @@ def test_activation_checkpointing_is_the_recipes_choice_not_trls_default(sft_row
     recipe's choice must reach the trainer under the new name, without the deprecation warning."""
     import warnings
 
-    from cotlab.train import build_sft_trainer
+    from cotlab.training import build_sft_trainer
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="`gradient_checkpointing` is deprecated")
         trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path), max_steps=1,
-                                              gradient_checkpointing=checkpointing), sft_rows)
+                                              activation_checkpointing=checkpointing), sft_rows)
     assert trainer.args.activation_checkpointing is checkpointing and trainer.args.gradient_checkpointing is checkpointing

@@ -1,0 +1,205 @@
+"""Training recipes: TRL's own configs plus cotlab's few fields.
+
+`SFTRecipe`, `DPORecipe` and `GRPORecipe` are subclasses of TRL's `SFTConfig`, `DPOConfig` and
+`GRPOConfig`, so every option TRL knows (`optim`, `weight_decay`, `use_liger_kernel`,
+`vllm_gpu_memory_utilization`, `push_to_hub`, `log_completions`, `loss_type`...) can be set in a
+recipe file or with `--set`, and the recipe is handed to the trainer as its `args` unchanged.
+cotlab adds only what TRL's configs leave to the caller: which model and adapter to start from,
+which data, the LoRA/QLoRA set-up, the weights' dtype, and (GRPO) which rewards.
+
+Defaults differ from TRL's where a small model on a laptop needs it, and precision is always set
+explicitly (TRL defaults to bf16 mixed precision, which older CPUs run slowly): see `_resolve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import DPOConfig, GRPOConfig, SFTConfig
+
+from cotlab import CotlabError
+
+
+@dataclass
+class _CotlabFields:
+    """What cotlab adds to a TRL config; shared by every stage."""
+
+    model: str = field(default="embedded", metadata={"help": "embedded, tiny-random, a folder or a hub id"})
+    adapter: str | None = field(default=None, metadata={"help": "start from this adapter (e.g. SFT), merged into the weights"})
+    dataset: str = field(default="", metadata={"help": "a datasets folder (save_to_disk) or a JSONL file of TRL rows"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank; 0 means full fine-tuning"})
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str = "all-linear"
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: LoRA on an NF4-quantised base (bitsandbytes)"})
+    dtype: str = field(default="auto", metadata={"help": "the weights' dtype: auto (bf16 where the hardware runs it fast), float32 or bfloat16"})
+    merge: bool = field(default=False, metadata={"help": "also write the adapter merged into a full checkpoint"})
+    # TRL's and transformers' defaults that cotlab sets otherwise for every stage.
+    seed: int = 0
+    save_steps: float = 50
+    save_total_limit: int | None = 2
+    num_train_epochs: float = 1.0
+    # TRL turns checkpointing on by default; on a 135M model it costs speed and saves little
+    # (README), so the choice is explicit.  transformers 5 renamed the field.
+    activation_checkpointing: bool | None = False
+    report_to: str | list[str] | None = "none"
+    bf16: bool | None = None  # None: chosen from `dtype` and the device (see _resolve)
+
+    def __post_init__(self):
+        _resolve(self)
+        try:
+            super().__post_init__()
+        except ValueError as e:  # TRL's and transformers' own checks: keep their words, on one line
+            raise CotlabError(f"bad {type(self).__name__} setting: {' '.join(str(e).split())}") from None
+
+
+def _resolve(recipe) -> None:
+    """Choices made before TRL's own __post_init__ sees the values: the precision (explicit, per
+    device), `report_to: auto`, and cotlab's checks that give one-line errors."""
+    from cotlab.models import resolve_dtype, trainer_precision
+
+    if recipe.lora_r < 0:
+        raise CotlabError(f"lora_r must be 0 (full fine-tuning) or positive, got {recipe.lora_r}")
+    if recipe.load_in_4bit and recipe.lora_r == 0:
+        raise CotlabError("load_in_4bit (QLoRA) trains a LoRA adapter: set lora_r > 0")
+    if recipe.bf16 is None and not recipe.fp16:
+        for key, value in trainer_precision(resolve_dtype(recipe.dtype)).items():
+            setattr(recipe, key, value)
+    recipe.report_to = resolve_report_to(recipe.report_to)
+
+
+def resolve_report_to(value):
+    """'auto' = TensorBoard (logs under output_dir/runs), plus trackio when it is installed."""
+    if value != "auto":
+        return value
+    return [name for name in ("tensorboard", "trackio") if importlib.util.find_spec(name)] or "none"
+
+
+@dataclass
+class SFTRecipe(_CotlabFields, SFTConfig):
+    """Supervised fine-tuning: TRL's SFTConfig with cotlab's fields and laptop-sized defaults."""
+
+    output_dir: str | None = "outputs/sft"
+    learning_rate: float = 1e-3  # LoRA on a small model wants a much larger step than full fine-tuning
+    per_device_train_batch_size: int = 8
+    max_length: int | None = 512
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.05  # < 1 is a fraction of all steps (transformers 5 folded warmup_ratio into this)
+    logging_steps: float = 5
+
+
+@dataclass
+class DPORecipe(_CotlabFields, DPOConfig):
+    """DPO: TRL's DPOConfig with cotlab's fields; a LoRA on top of the (merged) SFT model."""
+
+    output_dir: str | None = "outputs/dpo"
+    learning_rate: float = 5e-5
+    per_device_train_batch_size: int = 4
+    max_length: int | None = 512
+    logging_steps: float = 1
+
+
+@dataclass
+class GRPORecipe(_CotlabFields, GRPOConfig):
+    """GRPO with verifiable rewards: TRL's GRPOConfig with cotlab's fields.
+
+    `dataset` may be a task spec (rg:…, hf:…, a GSM8K-format file): GRPO needs only questions and
+    gold answers, so `n_prompts` of its train split become the prompts.  `rewards` weights
+    cotlab's reward functions by name; TRL's `reward_weights` follows from it.
+    """
+
+    dataset: str = ""
+    n_prompts: int = 256
+    rewards: dict = field(default_factory=lambda: {"correctness": 1.0, "format": 0.2, "length": 0.0})
+    output_dir: str | None = "outputs/grpo"
+    learning_rate: float = 1e-4
+    max_steps: int = 20
+    per_device_train_batch_size: int = 8  # counts completions: a multiple of num_generations
+    num_generations: int | None = 4  # the group size
+    max_completion_length: int | None = 96  # too short and most chains are cut off: reward stays 0
+    beta: float = 0.0  # KL weight (TRL's default 0: no reference model needed)
+    logging_steps: float = 1
+    use_vllm: bool | None = None  # None: vLLM when installed and a GPU is present
+
+    def __post_init__(self):
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if self.num_generations is None or self.num_generations < 2:
+            raise CotlabError("num_generations must be at least 2: GRPO compares completions within a group")
+        if batch % self.num_generations:
+            raise CotlabError(f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) counts completions and "
+                              f"must be a multiple of num_generations ({self.num_generations})")
+        if self.max_completion_length is not None and self.max_completion_length < 16:
+            raise CotlabError(f"max_completion_length {self.max_completion_length} is too short for any chain of thought")
+        if self.use_vllm is None:
+            from cotlab.generate import vllm_available
+
+            self.use_vllm = vllm_available()
+        if self.use_vllm:
+            self.vllm_mode = self.vllm_mode or "colocate"
+        super().__post_init__()
+
+
+RECIPES = {"sft": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe}
+
+
+def recipe_fields(stage: str) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(RECIPES[stage]) if f.init)
+
+
+def load_recipe(stage: str, config: str | Path | None = None, overrides: list[str] | None = None):
+    """A recipe from a YAML file plus `key=value` overrides (values read as YAML).  Every field of
+    TRL's config is accepted; a misspelt one is an error naming the closest valid field."""
+    import yaml
+
+    if stage not in RECIPES:
+        raise CotlabError(f"unknown stage '{stage}': choose one of {', '.join(RECIPES)}")
+    values = {}
+    if config:
+        path = Path(config)
+        if not path.is_file():
+            raise CotlabError(f"recipe file not found: {config}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise CotlabError(f"{config} is not valid YAML: {' '.join(str(e).split())}") from None
+        if not isinstance(values, dict):
+            raise CotlabError(f"{config} must hold a mapping of recipe fields, not {type(values).__name__}")
+    for pair in overrides or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise CotlabError(f"bad override '{pair}': expected key=value")
+        values[key.strip()] = yaml.safe_load(value)
+    known = recipe_fields(stage)
+    for key in values:
+        if key not in known:
+            # cotlab's own fields first: `lora_rank` means lora_r, not TRL's local_rank
+            ours = [f.name for f in dataclasses.fields(_CotlabFields)] + [f.name for f in dataclasses.fields(RECIPES[stage])
+                                                                           if f.name in vars(RECIPES[stage]).get("__annotations__", {})]
+            close = difflib.get_close_matches(key, ours, n=1) or difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (cotlab train {stage} --list-fields lists them)"
+            raise CotlabError(f"unknown {stage} recipe field '{key}'{hint}")
+    try:
+        return RECIPES[stage](**values)
+    except TypeError as e:
+        raise CotlabError(f"bad {stage} recipe: {e}") from None
+
+
+def changed_fields(recipe) -> dict:
+    """The recipe's fields whose value differs from a default recipe of the same stage (what the
+    model card shows; recipe.json beside the adapter keeps every field)."""
+    defaults = type(recipe)().to_dict()
+    return {key: value for key, value in recipe.to_dict().items() if defaults.get(key) != value}
+
+
+def lora_config(recipe):
+    """peft's LoraConfig for a recipe, or None for full fine-tuning (lora_r 0)."""
+    if recipe.lora_r == 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+                      target_modules=recipe.lora_target_modules, task_type="CAUSAL_LM")

@@ -1,0 +1,279 @@
+"""Training stages on TRL: SFT (LoRA, QLoRA or full), DPO and GRPO.
+
+Each stage is one function taking a recipe (`cotlab.recipes`: TRL's own config plus cotlab's
+fields); the notebooks, `cotlab train STAGE --config recipe.yaml` and `accelerate launch -m
+cotlab.train STAGE --config recipe.yaml` all call the same function, so a recipe that ran on a
+laptop runs unchanged under DDP, DeepSpeed ZeRO or FSDP (configs/accelerate/).
+
+What TRL already does we leave to TRL: completion-only loss for prompt/completion data,
+packing, PEFT wrapping (and the DPO reference model as the adapter-disabled base), GRPO's
+group-relative advantages.  What we add: the model loaded once in an explicit dtype, throughput
+and peak memory, resume from the last complete checkpoint, one summary and model card written
+by the main process, and errors that name the knob to turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from cotlab import CotlabError
+from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl
+from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, load_base, load_tokenizer
+from cotlab.recipes import DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
+
+def load_training_dataset(source):
+    """A datasets.Dataset from a folder saved with save_to_disk, a JSONL file, or a list of rows."""
+    import datasets
+
+    if isinstance(source, datasets.Dataset):
+        return source
+    if isinstance(source, list):
+        if not source:
+            raise CotlabError("the training dataset is empty")
+        return datasets.Dataset.from_list(source)
+    path = Path(str(source))
+    if path.is_dir():
+        return datasets.load_from_disk(str(path))
+    if path.is_file():
+        rows = read_jsonl(path)
+        if not rows:
+            raise CotlabError(f"{path} holds no rows")
+        return datasets.Dataset.from_list(rows)
+    raise CotlabError(f"training dataset not found: {source}")
+
+
+
+
+def base_model(recipe):
+    """The starting weights of a stage: the recipe's model in its dtype (4-bit under QLoRA), with
+    the adapters its own adapter was trained on, and that adapter, merged in."""
+    return load_base(recipe.model, recipe.dtype, recipe.load_in_4bit, merge=adapter_chain(recipe.adapter))
+
+
+def run_trainer(trainer, recipe, stage: str, extra: dict | None = None) -> dict:
+    """Train, resuming from the last complete checkpoint, then save and return the metrics; a GPU
+    out-of-memory error becomes one line naming the knobs that fix it."""
+    try:
+        measured = measure_training(trainer, resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+    except torch.cuda.OutOfMemoryError:
+        knobs = [f"per_device_train_batch_size (now {recipe.per_device_train_batch_size}; raise gradient_accumulation_steps to keep the batch)"]
+        if not recipe.activation_checkpointing:
+            knobs.append("activation_checkpointing: true")
+        if not recipe.load_in_4bit:
+            knobs.append("load_in_4bit: true (QLoRA)")
+        for length in ("max_length", "max_completion_length", "num_generations"):
+            if getattr(recipe, length, None):
+                knobs.append(f"{length} (now {getattr(recipe, length)})")
+        raise CotlabError("GPU out of memory while training; lower " + ", or ".join(knobs)) from None
+    return finish(trainer, recipe, stage, measured, extra)
+
+
+def measure_training(trainer, resume_from_checkpoint: str | None = None) -> dict:
+    """Run trainer.train() and measure it: wall time, this run's peak memory, the weights' own
+    memory (4-bit under QLoRA: what QLoRA saves, apart from activations and optimiser state),
+    tokens trained and tokens/s.  The stages and bench/ both measure through here."""
+    reset_peak_memory()
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    wall = time.perf_counter() - start
+    return {"wall_seconds": round(wall, 1), "peak_memory_mb": round(peak_memory_mb(), 1),
+            "weights_memory_mb": round(trainer.model.get_memory_footprint() / 2**20, 2), **_throughput(trainer, wall)}
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a folder
+    without it was cut off mid-save by a kill and is skipped."""
+    folder = Path(output_dir)
+    complete = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+
+
+def reset_peak_memory() -> None:
+    """Start a fresh peak, so a run's figure is its own and not the largest of everything this
+    process (a notebook kernel) ran before it."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets the peak RSS (VmHWM)
+    except OSError:
+        pass  # elsewhere the peak stays the process's lifetime maximum
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch, or on CPU the peak resident set size."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _throughput(trainer, wall: float) -> dict:
+    tokens = 0
+    for entry in trainer.state.log_history:
+        tokens = max(tokens, int(entry.get("num_tokens", 0)))
+    return {"train_tokens": tokens, "tokens_per_second": round(tokens / wall, 1) if wall else 0.0}
+
+
+def finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = None) -> dict:
+    """Save the adapter (or full model), then, on the main process only, the recipe, a model card
+    and metrics; return the metrics (on every process)."""
+    out = Path(recipe.output_dir)
+    final = out / "final"
+    trainer.save_model(str(final))  # every rank takes part: FSDP and ZeRO-3 gather the weights here
+    metrics = {
+        "stage": stage,
+        "model": recipe.model,
+        "output": str(final),
+        "steps": trainer.state.global_step,
+        "world_size": trainer.args.world_size,
+        **measured,
+        "log_history": trainer.state.log_history,
+        "recipe": recipe.to_dict(),
+        **(extra or {}),
+    }
+    # The last logged loss, or the run's mean loss when it was shorter than logging_steps.
+    losses = [e.get("loss", e.get("train_loss")) for e in trainer.state.log_history if "loss" in e or "train_loss" in e]
+    metrics["final_loss"] = losses[-1] if losses else float("nan")
+    if recipe.merge and hasattr(trainer.model, "merge_and_unload"):
+        metrics["merged"] = str(out / "merged")
+    if not trainer.is_world_process_zero():
+        return metrics
+    trainer.processing_class.save_pretrained(str(final))
+    chain = adapter_chain(recipe.adapter)
+    if chain:
+        atomic_write_json(final / BASE_ADAPTERS_FILE, {"merged_adapters": chain})
+    if recipe.merge and hasattr(trainer.model, "merge_and_unload"):
+        trainer.model.merge_and_unload().save_pretrained(metrics["merged"])
+        trainer.processing_class.save_pretrained(metrics["merged"])
+    atomic_write_text(final / "recipe.json", recipe.to_json_string())
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(final / "README.md", model_card(stage, recipe, metrics))
+    return metrics
+
+
+def model_card(stage: str, recipe, metrics: dict) -> str:
+    fields = "\n".join(f"| {k} | {v} |" for k, v in changed_fields(recipe).items())
+    return (
+        f"# cotlab {stage.upper()} output\n\n"
+        f"Base model: `{recipe.model}`. Trained with cotlab ({stage}, TRL) for {metrics['steps']} steps "
+        f"in {metrics['wall_seconds']} s on {metrics['world_size']} process(es); {metrics['tokens_per_second']} tokens/s; "
+        f"peak memory {metrics['peak_memory_mb']} MB; final loss {metrics.get('final_loss')}.\n\n"
+        f"Prompt format: the think format of `cotlab.prompts` (`<think>…</think>` then `<answer>…</answer>`).\n\n"
+        f"Recipe fields that differ from their defaults (every field: recipe.json):\n\n"
+        f"| recipe field | value |\n|---|---|\n{fields}\n"
+    )
+
+
+# SFT ---------------------------------------------------------------------------------------------
+
+
+def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
+    """Supervised fine-tuning on prompt/completion (or messages) rows; loss on the completion only
+    (TRL's default for prompt/completion rows). Resumes from the last checkpoint in output_dir."""
+    trainer = build_sft_trainer(recipe, dataset, eval_dataset)
+    return run_trainer(trainer, recipe, "sft", {"train_rows": len(trainer.train_dataset)})
+
+
+def build_sft_trainer(recipe: SFTRecipe, dataset=None, eval_dataset=None):
+    """TRL's SFTTrainer set up from a recipe (what train_sft runs; bench/ times it directly)."""
+    from trl import SFTTrainer
+
+    return SFTTrainer(model=base_model(recipe), args=recipe, processing_class=load_tokenizer(recipe.model),
+                      train_dataset=load_training_dataset(dataset if dataset is not None else recipe.dataset),
+                      eval_dataset=eval_dataset, peft_config=lora_config(recipe))
+
+
+def train_and_score(recipe: SFTRecipe, dataset, held_out, sampling) -> dict:
+    """One comparison run: train an SFT recipe, then score it greedily on `held_out` (on its own
+    4-bit base under QLoRA); accuracy, length, throughput and memory side by side."""
+    from cotlab.evaluate import evaluate
+    from cotlab.models import load_model
+
+    metrics = train_sft(recipe, dataset)
+    if recipe.lora_r:
+        model, tokenizer = load_model(recipe.model, adapter=metrics["output"], load_in_4bit=recipe.load_in_4bit, dtype=recipe.dtype)
+    else:
+        model, tokenizer = load_model(metrics["output"], dtype=recipe.dtype)
+    summary = evaluate(model, tokenizer, held_out, style="think", sampling=sampling, progress=False).summary
+    kept = ("accuracy", "accuracy_stderr", "mean_completion_tokens", "format_ok_ratio")
+    return {**{k: summary[k] for k in kept}, "rows": metrics["train_rows"], "trainable": f"r={recipe.lora_r}" if recipe.lora_r else "all",
+            # the embedded base is a Q4_1 GGUF dequantised to the load dtype: not "full precision"
+            "base": "nf4" if recipe.load_in_4bit else f"{recipe.model} dequantised" if recipe.model == "embedded" else recipe.model,
+            **{k: metrics[k] for k in ("tokens_per_second", "peak_memory_mb", "weights_memory_mb")}}
+
+
+# DPO ---------------------------------------------------------------------------------------------
+
+
+def train_dpo(recipe: DPORecipe, dataset=None) -> dict:
+    """DPO with LoRA on top of the (merged) SFT model.  With a PEFT model TRL computes the
+    reference log-probs with the adapter disabled: no second copy of the model in memory."""
+    from trl import DPOTrainer
+
+    pairs = load_training_dataset(dataset if dataset is not None else recipe.dataset)
+    trainer = DPOTrainer(model=base_model(recipe), args=recipe, train_dataset=pairs,
+                         processing_class=load_tokenizer(recipe.model), peft_config=lora_config(recipe))
+    return run_trainer(trainer, recipe, "dpo", {"train_pairs": len(pairs)})
+
+
+# GRPO --------------------------------------------------------------------------------------------
+
+
+def grpo_prompts(source, recipe: GRPORecipe):
+    """GRPO needs only questions and gold answers: a task spec is enough, no dataset to build."""
+    from cotlab.data import load_records
+    from cotlab.rewards import grpo_rows
+
+    if isinstance(source, str) and (source.startswith(("rg:", "hf:")) or _is_task_file(source)):
+        return load_training_dataset(grpo_rows(load_records(source, n=recipe.n_prompts, split="train", seed=recipe.seed)))
+    return load_training_dataset(source)
+
+
+def _is_task_file(path: str) -> bool:
+    """A GSM8K-format JSONL (question/answer rows) rather than prepared prompt rows."""
+    first = Path(path).open().readline() if Path(path).is_file() and path.endswith(".jsonl") else ""
+    return '"question"' in first and '"prompt"' not in first
+
+
+def train_grpo(recipe: GRPORecipe, dataset=None) -> dict:
+    """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model."""
+    trainer, info = build_grpo_trainer(recipe, dataset)
+    return run_trainer(trainer, recipe, "grpo", info)
+
+
+def build_grpo_trainer(recipe: GRPORecipe, dataset=None):
+    """TRL's GRPOTrainer set up from a recipe, and what the run card records about it."""
+    from trl import GRPOTrainer
+
+    from cotlab.rewards import reward_functions
+
+    prompts = grpo_prompts(dataset if dataset is not None else recipe.dataset, recipe)
+    functions, recipe.reward_weights = reward_functions(recipe.rewards, recipe.max_completion_length)
+    tokenizer = load_tokenizer(recipe.model)
+    tokenizer.padding_side = "left"
+    trainer = GRPOTrainer(model=base_model(recipe), reward_funcs=functions, args=recipe, train_dataset=prompts,
+                          processing_class=tokenizer, peft_config=lora_config(recipe))
+    return trainer, {"reward_names": [f.__name__ for f in functions], "reward_weights": recipe.reward_weights,
+                     "use_vllm": recipe.use_vllm}
+
+
+STAGES = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo}
+
+
+def run_stage(stage: str, recipe) -> dict:
+    """Train one stage from its recipe; the main process prints the metrics (the CLI's output)."""
+    metrics = STAGES[stage](recipe)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ("log_history", "recipe")}, indent=2))
+    return metrics
