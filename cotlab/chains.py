@@ -116,7 +116,7 @@ def arithmetic_steps(chain: str) -> list[Step]:
 
 def check_steps(chain: str) -> list[str]:
     """The steps whose result is wrong, as written (empty when every step is right).  Exact: a
-    rounded '1 / 3 = 0.33' is wrong, since a chain written as training data can say '1/3'."""
+    rounded '1 / 3 = 0.33' counts as wrong, so a model is not taught that rounding is equality."""
     return [step.text for step in arithmetic_steps(chain) if not step.is_right]
 
 
