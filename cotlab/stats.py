@@ -1,0 +1,236 @@
+"""How sure can we be?  Intervals, paired tests and the sentences the notebooks print from them.
+
+Evaluations here are small (tens to a few hundred questions), so every number a notebook reports
+needs its noise beside it.  Pure Python on purpose: the package must not need scipy for this.
+
+- One accuracy: the Wilson score interval (Wilson 1927), which stays inside [0, 1] and keeps a
+  non-zero width at 0/n and n/n, where the textbook Wald interval collapses (Agresti & Coull 1998).
+- Two stages on the same questions: the exact McNemar test (McNemar 1947) on the discordant
+  pairs, the binomial form Agresti recommends for small counts (*Categorical Data Analysis*, §10.1).
+- Two accuracies on different questions: Newcombe's hybrid score interval for the difference
+  (Newcombe 1998, method 10), built from the two Wilson intervals.
+- One number over several seeds: a Student t interval of the mean across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from statistics import NormalDist
+
+from cotlab import CotlabError
+
+# One accuracy -------------------------------------------------------------------------------------
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise CotlabError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+
+
+def _check_count(successes: int, n: int) -> None:
+    if n <= 0:
+        raise CotlabError(f"an accuracy needs at least one question, got n={n}")
+    if not 0 <= successes <= n:
+        raise CotlabError(f"successes must be between 0 and n={n}, got {successes}")
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (Wilson 1927).  Why not p ± z·SE: that Wald
+    interval has zero width at 0/n and n/n and covers badly for small n (Agresti & Coull 1998);
+    Wilson's inverts the score test, so 0 right out of 10 still admits up to ~28%."""
+    _check_count(successes, n)
+    _check_confidence(confidence)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    shrink = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / shrink
+    half = z / shrink * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # At 0/n and n/n the end on that side is exactly 0 or 1; rounding must not move it off.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def accuracy_phrase(k: int, n: int, confidence: float = 0.95) -> str:
+    """'38% (95% CI 26–52%, n=50)': an accuracy is never printed without its Wilson interval."""
+    low, high = wilson_interval(k, n, confidence)
+    return f"{100 * k / n:.0f}% ({100 * confidence:g}% CI {100 * low:.0f}–{100 * high:.0f}%, n={n})"
+
+
+# Two stages on the same questions ----------------------------------------------------------------
+
+
+def _correct_by_id(rows: list[dict], name: str) -> dict:
+    by_id = {}
+    for row in rows:
+        if "id" not in row or "correct" not in row:
+            raise CotlabError(f"every row of {name} needs 'id' and 'correct', got keys {sorted(row)}")
+        if row["id"] in by_id:
+            raise CotlabError(f"question {row['id']!r} appears twice in {name}")
+        by_id[row["id"]] = bool(row["correct"])
+    return by_id
+
+
+def paired_outcomes(a_rows: list[dict], b_rows: list[dict]) -> dict:
+    """Per-question agreement of two stages on the SAME questions: wins (A right, B wrong), losses
+    (A wrong, B right), both_right, both_wrong, n.  Pairing is what makes small differences
+    visible: questions both get right or both get wrong carry no evidence (McNemar 1947)."""
+    a, b = _correct_by_id(a_rows, "A"), _correct_by_id(b_rows, "B")
+    if a.keys() != b.keys():
+        only_a, only_b = a.keys() - b.keys(), b.keys() - a.keys()
+        raise CotlabError(f"a paired comparison needs the same questions: {len(only_a)} only in A, "
+                          f"{len(only_b)} only in B (e.g. {sorted(map(str, only_a | only_b))[0]!r})")
+    counts = {"wins": 0, "losses": 0, "both_right": 0, "both_wrong": 0}
+    for qid, a_right in a.items():
+        b_right = b[qid]
+        counts["both_right" if a_right and b_right else "wins" if a_right else "losses" if b_right
+               else "both_wrong"] += 1
+    return {**counts, "n": len(a)}
+
+
+def mcnemar_exact(wins: int, losses: int) -> float:
+    """Exact two-sided McNemar p-value: under 'no difference' each discordant question is equally
+    likely to go either way, so min(wins, losses) is Binomial(wins + losses, 1/2); the p-value is
+    twice its lower tail, capped at 1 (McNemar 1947; Agresti, *Categorical Data Analysis*, §10.1).
+    Exact because the discordant counts of a small eval are too few for the chi-squared form."""
+    if wins < 0 or losses < 0 or int(wins) != wins or int(losses) != losses:
+        raise CotlabError(f"wins and losses must be counts, got {wins} and {losses}")
+    n = int(wins + losses)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(int(min(wins, losses)) + 1))
+    return min(1.0, 2 * tail / 2**n)  # integer numerator and denominator: exact until the last division
+
+
+def compare_paired(a_rows: list[dict], b_rows: list[dict], a: str = "sft", b: str = "base") -> dict:
+    """Everything a notebook says about stage A against stage B on the same questions: the paired
+    counts, the exact McNemar p-value, each accuracy, their difference (A minus B) and the hash of
+    the question set they share."""
+    counts = paired_outcomes(a_rows, b_rows)
+    n = counts["n"]
+    if n == 0:
+        raise CotlabError("a paired comparison needs at least one question")
+    accuracy_a = (counts["wins"] + counts["both_right"]) / n
+    accuracy_b = (counts["losses"] + counts["both_right"]) / n
+    return {"a": a, "b": b, **counts, "p_value": mcnemar_exact(counts["wins"], counts["losses"]),
+            "accuracy_a": accuracy_a, "accuracy_b": accuracy_b, "difference": accuracy_a - accuracy_b,
+            "eval_set": eval_set_hash([r["id"] for r in a_rows])}
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _questions(count: int) -> str:
+    return f"{count} question{'' if count == 1 else 's'}"
+
+
+def paired_verdict(comparison: dict, alpha: float = 0.05) -> str:
+    """The 'what we saw' sentence for a compare_paired() result: who wins, by how many questions
+    each way, and the exact McNemar p.  A direction is claimed only when p < alpha; otherwise the
+    sentence says the difference cannot be told from noise."""
+    if not 0 < alpha < 1:
+        raise CotlabError(f"alpha must be between 0 and 1 (exclusive), got {alpha}")
+    a, b, wins, losses, p = (comparison[key] for key in ("a", "b", "wins", "losses", "p_value"))
+    evidence = f"{_questions(wins)} fixed, {losses} broken, exact McNemar p = {_p_text(p)}"
+    if p < alpha and wins > losses:
+        return f"{a} beats {b}: {evidence}"
+    if p < alpha and wins < losses:
+        return f"{a} is worse than {b}: {evidence}"
+    return f"{a} vs {b}: no difference we can tell from noise ({evidence})"
+
+
+# Two accuracies on different questions -----------------------------------------------------------
+
+
+def difference_interval(k_a: int, n_a: int, k_b: int, n_b: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for accuracy A minus accuracy B when A and B were measured on different questions
+    (in- vs out-of-distribution): Newcombe's hybrid score interval (Newcombe 1998, method 10),
+    which combines the two Wilson intervals and, like them, behaves at 0/n and n/n.  Why not 'the
+    two Wilson intervals overlap': that rule is far too conservative, two 95% intervals can
+    overlap while the difference is clearly real (Schenker & Gentleman 2001)."""
+    low_a, high_a = wilson_interval(k_a, n_a, confidence)
+    low_b, high_b = wilson_interval(k_b, n_b, confidence)
+    p_a, p_b = k_a / n_a, k_b / n_b
+    d = p_a - p_b
+    return (d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
+            d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2))
+
+
+def difference_verdict(k_a: int, n_a: int, k_b: int, n_b: int, a: str = "in-distribution",
+                       b: str = "out-of-distribution", confidence: float = 0.95) -> str:
+    """The 'what we saw' sentence for two independent accuracies: both accuracies, the difference
+    in points with its Newcombe interval, and a direction only when that interval excludes zero."""
+    low, high = difference_interval(k_a, n_a, k_b, n_b, confidence)
+    d = k_a / n_a - k_b / n_b
+    evidence = (f"{a} {100 * k_a / n_a:.0f}% (n={n_a}) vs {b} {100 * k_b / n_b:.0f}% (n={n_b}), difference "
+                f"{100 * d:+.0f} points, {100 * confidence:g}% CI {100 * low:+.0f} to {100 * high:+.0f}")
+    if low > 0:
+        return f"{a} is higher than {b}: {evidence}"
+    if high < 0:
+        return f"{a} is lower than {b}: {evidence}"
+    return f"{a} vs {b}: no difference we can tell from noise ({evidence})"
+
+
+# One number over several seeds -------------------------------------------------------------------
+
+
+def _t_central_mass(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with integer df, by the finite series of Abramowitz & Stegun
+    26.7.3-4: exact for every df, so no scipy and no table."""
+    theta = math.atan(t / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2 == 0:
+        term = total = 1.0
+        for j in range(1, df // 2):
+            term *= c2 * (2 * j - 1) / (2 * j)
+            total += term
+        return s * total
+    term = total = math.cos(theta) if df > 1 else 0.0
+    for j in range(1, (df - 1) // 2):
+        term *= c2 * (2 * j) / (2 * j + 1)
+        total += term
+    return 2 / math.pi * (theta + s * total)
+
+
+def _t_quantile(confidence: float, df: int) -> float:
+    """The t with P(|T| < t) = confidence, by bisection on the exact central mass."""
+    low, high = 0.0, 1.0
+    while _t_central_mass(high, df) < confidence:
+        low, high = high, 2 * high
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if _t_central_mass(mid, df) < confidence else (low, mid)
+    return (low + high) / 2
+
+
+def across_seeds(values: list[float], confidence: float = 0.95) -> dict:
+    """Mean of one metric over runs that differ only in seed, with a Student t interval of that
+    mean (mean ± t_{df=n-1} · s/√n): it says where the mean run lies, not where the next run will
+    land.  With one run there is no spread to estimate, so the interval is None."""
+    _check_confidence(confidence)
+    values = [float(v) for v in values]
+    if not values:
+        raise CotlabError("across_seeds needs at least one run")
+    if not all(math.isfinite(v) for v in values):
+        raise CotlabError(f"across_seeds needs finite values, got {values}")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return {"mean": mean, "std": None, "interval": None, "n_runs": 1}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = _t_quantile(confidence, n - 1) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "interval": (mean - half, mean + half), "n_runs": n}
+
+
+# Which questions --------------------------------------------------------------------------------
+
+
+def eval_set_hash(ids: list[str]) -> str:
+    """A short stable name for the set of questions evaluated (sha1 of the sorted, distinct ids,
+    first 12 hex digits): run summaries carry it so that only runs on the same questions are
+    compared question by question."""
+    if not ids:
+        raise CotlabError("eval_set_hash needs at least one question id")
+    return hashlib.sha1("\n".join(sorted({str(i) for i in ids})).encode()).hexdigest()[:12]
