@@ -38,7 +38,8 @@ def match_completions(records, rows: list[dict], where: str = "completions") -> 
         else:
             raise CotlabError(f"{where}: row {number} has neither 'id' nor 'question'")
         if record is None:
-            raise CotlabError(f"{where}: row {number} names {name}, which the data does not have")
+            example = f" (its ids look like '{records[0].id}')" if records else ""
+            raise CotlabError(f"{where}: row {number} names {name}, which the data does not have{example}")
         pairs.append((record, row["completion"]))
     return pairs
 
