@@ -44,14 +44,15 @@ def cmd_eval(args) -> int:
     records = load_records(args.data, n=args.n, split=args.split, seed=args.seed)
     split = split_label(args.data, args.split)
     # A split used whole has no train side to draw exemplars from: the prompts' defaults serve.
-    pooled = split.startswith("hash:")
-    exemplars = exemplars_from(load_records(args.data, n=3, split="train", seed=args.seed)) if args.style == "few_shot_cot" and pooled else None
+    exemplars = None
+    if args.style == "few_shot_cot" and split.startswith("hash:"):
+        exemplars = exemplars_from(load_records(args.data, n=3, split="train", seed=args.seed))
     model, tokenizer = load_model(args.model, adapter=args.adapter)
     result = evaluate(model, tokenizer, records, style=args.style, sampling=sampling, exemplars=exemplars)
     write_eval(out, result, model=args.model, adapter=args.adapter, data=args.data, split=split, seed=args.seed)
     s = result.summary
-    print(f"accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} (lenient {s['accuracy_lenient']:.3f}) on {s['n']} questions ({split}); "
-          f"mean completion {s['mean_completion_tokens']:.1f} tokens; {s['tokens_per_second']} tokens/s")
+    print(f"accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} (lenient {s['accuracy_lenient']:.3f}) "
+          f"on {s['n']} questions ({split}); mean completion {s['mean_completion_tokens']:.1f} tokens; {s['tokens_per_second']} tokens/s")
     print(f"wrote {out}/predictions.jsonl and {out}/summary.json")
     return 0
 
