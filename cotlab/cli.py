@@ -47,7 +47,7 @@ def sampling_from(args):
 
 
 def cmd_eval(args) -> int:
-    from cotlab.data import load_records
+    from cotlab.data import load_records, split_label
     from cotlab.evaluate import evaluate, write_eval
     from cotlab.models import load_model
     from cotlab.prompts import check_style, exemplars_from
@@ -57,13 +57,17 @@ def cmd_eval(args) -> int:
     if (out / "summary.json").exists():
         raise CotlabError(f"{out} already holds an evaluation (summary.json): choose another --out")
     records = load_records(args.data, n=args.n, split=args.split, seed=args.seed)
-    exemplars = exemplars_from(load_records(args.data, n=3, split="train", seed=args.seed)) if args.style == "few_shot_cot" else None
+    split = split_label(args.data, args.split)
+    # A split used whole has no train side to draw exemplars from: the prompts' defaults serve.
+    exemplars = None
+    if args.style == "few_shot_cot" and split.startswith("hash:"):
+        exemplars = exemplars_from(load_records(args.data, n=3, split="train", seed=args.seed))
     model, tokenizer = load_model(args.model, adapter=args.adapter)
     result = evaluate(model, tokenizer, records, style=args.style, sampling=sampling_from(args), exemplars=exemplars)
-    write_eval(out, result, model=args.model, adapter=args.adapter, data=args.data, split=args.split, seed=args.seed)
+    write_eval(out, result, model=args.model, adapter=args.adapter, data=args.data, split=split, seed=args.seed)
     s = result.summary
-    print(f"accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} on {s['n']} questions; "
-          f"mean completion {s['mean_completion_tokens']:.1f} tokens; {s['tokens_per_second']} tokens/s")
+    print(f"accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} (lenient {s['accuracy_lenient']:.3f}) "
+          f"on {s['n']} questions ({split}); mean completion {s['mean_completion_tokens']:.1f} tokens; {s['tokens_per_second']} tokens/s")
     print(f"wrote {out}/predictions.jsonl and {out}/summary.json")
     return 0
 
@@ -120,11 +124,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from cotlab.data import load_records
+    from cotlab.data import load_records, training_split
     from cotlab.distill import distill_to
     from cotlab.teachers import teacher_from
 
-    records = load_records(args.data, n=args.n, split="train", seed=args.seed)
+    records = load_records(args.data, n=args.n, split=training_split(args.data), seed=args.seed)
     teacher = teacher_from(args.teacher, args.teacher_url, args.api_key, args.concurrency)
     card = distill_to(args.out, records, teacher, sampling_from(args), args.name, args.max_per_question,
                       args.chunk_size, use_star=args.star)
@@ -137,7 +141,59 @@ def cmd_distill(args) -> int:
     return 0
 
 
+
+def cmd_score(args) -> int:
+    from cotlab.score import score
+
+    s = score(args.data, args.completions, args.out, split=args.split, n=args.n, seed=args.seed).summary
+    low, high = s["interval"]
+    print(f"accuracy {s['accuracy']:.3f} (95% interval {low:.3f}-{high:.3f}; lenient {s['accuracy_lenient']:.3f}) "
+          f"on {s['n']} completions")
+    print(f"wrote {args.out}/predictions.jsonl and {args.out}/summary.json")
+    return 0
+
+
+def cmd_decontaminate(args) -> int:
+    from cotlab.decontaminate import contaminated, load_texts
+    from cotlab.io import write_jsonl
+
+    train_split = args.train_split or ("train" if args.train.startswith("rg:") else None)
+    train_texts, train_rows = load_texts(args.train, split=train_split, n=args.train_n)
+    eval_texts, _ = load_texts(args.eval, split=args.eval_split, n=args.eval_n)
+    hits = set(contaminated(train_texts, eval_texts, n=args.n))
+    print(f"{len(hits)} of {len(train_texts)} training rows share a {args.n}-word n-gram with the "
+          f"{len(eval_texts)} evaluation questions")
+    if args.drop:
+        if train_rows is None:
+            raise CotlabError("--drop writes a cleaned copy of a training JSONL file: TRAIN must be a file")
+        write_jsonl(args.drop, [row for i, row in enumerate(train_rows) if i not in hits])
+        print(f"wrote {len(train_rows) - len(hits)} clean rows to {args.drop}")
+    return 0
+
+
 # The parser ---------------------------------------------------------------------------------------
+
+
+def add_benchmark_commands(sub) -> None:
+    p = sub.add_parser("score", help="grade completions made elsewhere (vLLM, an API): predictions.jsonl + summary.json")
+    p.add_argument("--data", required=True, help="rg:TASK, a JSONL file, or hf:DATASET[:CONFIG][:SPLIT]")
+    p.add_argument("--completions", required=True, help="JSONL rows with 'completion' and 'id' or 'question'")
+    p.add_argument("--out", required=True, help="output folder (must not hold an earlier evaluation)")
+    p.add_argument("--split", choices=["train", "test", "all"], help="as for cotlab eval")
+    p.add_argument("--n", type=positive_int, help="records to load from a reasoning-gym task (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("decontaminate", help="find (and drop) training rows sharing a word n-gram with an eval set")
+    p.add_argument("train", metavar="TRAIN", help="training JSONL (question/problem or TRL prompt rows) or a task spec")
+    p.add_argument("eval", metavar="EVAL", help="evaluation JSONL or task spec")
+    p.add_argument("--n", type=positive_int, default=8, help="n-gram length in words")
+    p.add_argument("--drop", metavar="OUT", help="write the training rows without the contaminated ones")
+    p.add_argument("--train-split", choices=["train", "test", "all"], help="for a task spec TRAIN (default: train side)")
+    p.add_argument("--eval-split", choices=["train", "test", "all"], help="for a task spec EVAL (default as eval)")
+    p.add_argument("--train-n", type=positive_int, help="records from a task spec TRAIN")
+    p.add_argument("--eval-n", type=positive_int, help="records from a task spec EVAL")
+    p.set_defaults(func=cmd_decontaminate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="a PEFT adapter folder to apply")
     p.add_argument("--data", required=True, help="rg:TASK, a GSM8K-format JSONL file, or hf:DATASET[:CONFIG][:SPLIT]")
     p.add_argument("--n", type=positive_int, default=50, help="number of questions")
-    p.add_argument("--split", default="test", choices=["train", "test", "all"])
+    p.add_argument("--split", choices=["train", "test", "all"],
+                   help="default: a file or hub split whole, a reasoning-gym task's hashed test side")
     p.add_argument("--style", default="think", help="direct, zero_shot_cot, few_shot_cot or think")
     p.add_argument("--out", help="output folder (must not hold an earlier evaluation)")
     add_sampling_arguments(p)
@@ -173,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="list the reasoning-gym task names usable as rg:NAME")
     p.set_defaults(func=cmd_tasks)
+    add_benchmark_commands(sub)
 
     p = sub.add_parser("train", help="train a stage (sft, dpo, grpo) from a YAML recipe (TRL's config fields plus cotlab's)")
     p.add_argument("stage", choices=STAGE_NAMES)

@@ -1,12 +1,19 @@
 """Task data: one record schema from three kinds of source, named by one spec string.
 
 - ``rg:NAME``: any reasoning-gym generator (procedural, seeded, with its own scorer).
-- a path to a JSONL file in GSM8K format (``question``; ``answer`` ending in ``#### N``).
-- ``hf:DATASET[:CONFIG][:SPLIT]``: a dataset on the Hugging Face hub (GSM8K-style fields).
+- a path to a JSONL file: GSM8K rows (``question``; ``answer`` ending in ``#### N``) or MATH rows
+  (``problem``; ``solution``; an optional ``answer``, else the solution's last ``\\boxed{}``).
+- ``hf:DATASET[:CONFIG][:SPLIT]``: a dataset on the Hugging Face hub, with the same fields.
 
-Train/test splits are decided by a hash of the question text, not by position: the same
-question always lands in the same split, whatever the seed, the pool size or the source order,
-so train and test can never overlap, even across runs with different sizes.
+Split rules that cannot surprise.  A source that is already a split (a JSONL file, a hub split
+such as ``hf:openai/gsm8k:main:test``) is used whole and in its own order: a benchmark's test set
+is the benchmark.  A hash split applies to pooled sources: reasoning-gym generators (test unless
+train is asked for), or a file or hub split when ``split="train"``/``"test"`` is asked explicitly.
+The hash is of the question text, not its position, so the same question always lands in the same
+split whatever the seed, pool size or order; where a generator builds questions from templates
+(gsm_symbolic's ``task_indices``) the template is hashed instead, so variants of one template
+never straddle train and test (the leak *GSM-Symbolic* warns about).  `split_label` says which
+rule applied, for outputs and summaries.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.io import read_jsonl
+from cotlab.verify import last_boxed
 
 SPLITS = ("train", "test", "all")
 TEST_FRACTION = 0.2
@@ -43,18 +51,40 @@ def split_of(question: str, test_fraction: float = TEST_FRACTION) -> str:
     return "test" if bucket < test_fraction else "train"
 
 
-def load_records(spec: str, n: int | None = None, split: str = "test", seed: int = 0) -> list[Record]:
-    """Load up to `n` records of one split from a source spec (see the module docstring)."""
-    if n is not None and n <= 0:
-        raise CotlabError(f"n must be a positive number of records, got {n}")
+def resolve_split(spec: str, split: str | None = None) -> str:
+    """The split `load_records` applies: None means test for a generator, the whole of a given split."""
+    if split is None:
+        return "test" if spec.startswith("rg:") else "all"
     if split not in SPLITS:
         raise CotlabError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
+    return split
+
+
+def training_split(spec: str) -> str | None:
+    """The split a training stage draws questions from: a generator's hashed train side, or a
+    file or hub split whole (it is already a training set)."""
+    return "train" if spec.startswith("rg:") else None
+
+
+def split_label(spec: str, split: str | None = None) -> str:
+    """What the records are, for outputs and summary.json: "as given", "all" (a whole generator
+    pool) or "hash:train" / "hash:test"."""
+    split = resolve_split(spec, split)
+    if split == "all":
+        return "all" if spec.startswith("rg:") else "as given"
+    return f"hash:{split}"
+
+
+def load_records(spec: str, n: int | None = None, split: str | None = None, seed: int = 0) -> list[Record]:
+    """Load up to `n` records from a source spec; `split` follows the module docstring's rules."""
+    if n is not None and n <= 0:
+        raise CotlabError(f"n must be a positive number of records, got {n}")
+    split = resolve_split(spec, split)
     if spec.startswith("rg:"):
         return _reasoning_gym_records(spec[3:], n, split, seed)
-    if spec.startswith("hf:"):
-        records = _hub_records(spec)
-    else:
-        records = gsm8k_jsonl_records(spec)
+    records = _hub_records(spec) if spec.startswith("hf:") else jsonl_records(spec)
+    if split == "all":
+        return records[:n] if n else records
     return _take(records, n, split, seed)
 
 
@@ -63,7 +93,7 @@ def _take(records: list[Record], n: int | None, split: str, seed: int) -> list[R
 
     chosen, seen = [], set()
     for record in records:
-        if record.question in seen or (split != "all" and split_of(record.question) != split):
+        if record.question in seen or split_of(record.question) != split:
             continue
         seen.add(record.question)
         chosen.append(record)
@@ -93,15 +123,21 @@ def _reasoning_gym_records(name: str, n: int | None, split: str, seed: int) -> l
         dataset = reasoning_gym.create_dataset(task, size=pool_size, seed=seed, **options)
     except TypeError as e:
         raise CotlabError(f"bad option for reasoning-gym task '{task}': {e}") from None
+    templates = getattr(dataset, "task_indices", None)  # gsm_symbolic, list_functions: one template per item
     records, seen = [], set()
     # Scanning indices in order keeps this deterministic; the hash split decides membership.
     for index in range(pool_size):
+        split_key = f"{task}-template-{templates[index]}" if templates is not None else None
+        if split_key and split != "all" and split_of(split_key) != split:
+            continue  # decided before generating: a template's items all fall on one side
         item = dataset[index]
         question = item["question"]
-        if question in seen or (split != "all" and split_of(question) != split):
+        if question in seen or (split != "all" and not split_key and split_of(question) != split):
             continue
         seen.add(question)
         metadata = dict(item.get("metadata", {}))
+        if templates is not None:
+            metadata["template"] = templates[index]
         records.append(
             Record(
                 id=f"{task}-{seed}-{index}",
@@ -177,36 +213,42 @@ def parse_gsm8k_answer(answer: str) -> tuple[str | None, str]:
     return rationale or None, final.strip().replace(",", "")
 
 
-def gsm8k_jsonl_records(path: str) -> list[Record]:
+def record_from_row(row: dict, where: str, default_id: str, source: str) -> Record:
+    """One record from a GSM8K row (question, answer with '#### N') or a MATH row (problem,
+    solution, optional answer: else the solution's last box is the gold and the solution the
+    rationale).  `where` names the row in errors."""
+    question = row.get("question") or row.get("problem")
+    if not isinstance(question, str) or not question.strip():
+        raise CotlabError(f"{where} has no 'question' (or 'problem')")
+    if "solution" in row:
+        solution = str(row["solution"])
+        answer = str(row.get("answer") or "").strip() or last_boxed(solution)
+        if answer is None:
+            raise CotlabError(f"{where} has no 'answer' and its 'solution' has no \\boxed{{}} answer")
+        rationale, final = solution.strip(), answer.strip()
+    elif "answer" in row:
+        rationale, final = parse_gsm8k_answer(str(row["answer"]))
+    else:
+        raise CotlabError(f"{where} has no 'answer' (or 'solution')")
+    used = ("question", "problem", "answer", "solution", "rationale", "id")
+    return Record(id=str(row.get("id") or row.get("unique_id") or default_id), question=question.strip(),
+                  answer=final, rationale=row.get("rationale", rationale), source=source,
+                  metadata={k: v for k, v in row.items() if k not in used})
+
+
+def jsonl_records(path: str) -> list[Record]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise CotlabError(f"data file not found: {path} (expected rg:TASK, hf:DATASET or a JSONL file)")
-    records = []
-    for number, row in enumerate(read_jsonl(file), start=1):
-        question = row.get("question")
-        if not isinstance(question, str) or not question.strip():
-            raise CotlabError(f"{path}: record {number} has no 'question'")
-        if "answer" not in row:
-            raise CotlabError(f"{path}: record {number} has no 'answer'")
-        rationale, final = parse_gsm8k_answer(str(row["answer"]))
-        records.append(
-            Record(
-                id=str(row.get("id", f"{file.stem}-{number}")),
-                question=question.strip(),
-                answer=final,
-                rationale=row.get("rationale", rationale),
-                source=str(file),
-                metadata={k: v for k, v in row.items() if k not in ("question", "answer", "rationale", "id")},
-            )
-        )
-    return records
+    return [record_from_row(row, f"{path}: record {number}", f"{file.stem}-{number}", str(file))
+            for number, row in enumerate(read_jsonl(file), start=1)]
 
 
 # Hugging Face hub ---------------------------------------------------------------------------------
 
 
 def _hub_records(spec: str) -> list[Record]:
-    """`hf:openai/gsm8k:main:train`; fields question/answer (GSM8K) or problem/solution (MATH)."""
+    """`hf:openai/gsm8k:main:test`, `hf:HuggingFaceH4/MATH-500:default:test`: GSM8K or MATH fields."""
     import datasets
 
     parts = spec[3:].split(":")
@@ -215,12 +257,5 @@ def _hub_records(spec: str) -> list[Record]:
         rows = datasets.load_dataset(name, config, split=split)
     except Exception as e:  # the hub raises many types; the user needs only the first line
         raise CotlabError(f"cannot load '{spec}' from the hub: {str(e).splitlines()[0]}") from None
-    records = []
-    for index, row in enumerate(rows):
-        question = row.get("question") or row.get("problem")
-        answer = row.get("answer") if "answer" in row else row.get("solution")
-        if not question or answer is None:
-            raise CotlabError(f"'{spec}' row {index} has no question/answer (or problem/solution) fields")
-        rationale, final = parse_gsm8k_answer(str(answer))
-        records.append(Record(id=f"{name}-{split}-{index}", question=question, answer=final, rationale=rationale, source=spec))
-    return records
+    return [record_from_row(dict(row), f"'{spec}' row {index}", f"{name}-{split}-{index}", spec)
+            for index, row in enumerate(rows)]

@@ -24,6 +24,7 @@ from cotlab import CotlabError
 from cotlab.generate import SamplingConfig
 from cotlab.io import append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail, write_jsonl
 from cotlab.prompts import build_messages, sft_example
+from cotlab.chains import check_steps, prune_to_calculations
 from cotlab.verify import extract_answer, is_correct
 
 # Rationales -------------------------------------------------------------------------------------
@@ -96,6 +97,8 @@ def _judge(record, samples, method, teacher_name, sampling, max_per_question, ma
             reason = "wrong answer"
         elif not _CALCULATION.search(rationale):
             reason = "no calculation"
+        elif wrong_steps(record.source, rationale):
+            reason = "wrong step"
         elif sample.tokens > max_tokens or not sample.finished:
             reason = "too long"
         elif hint and _HINT_LEAK.search(rationale):
@@ -158,14 +161,6 @@ SHORTEN_PROMPT = (
 )
 
 
-def prune_to_calculations(rationale: str) -> str:
-    """A structure-preserving short form without a teacher: keep only the lines that compute
-    something (an '=' with a digit), in order."""
-    lines = [line.strip(" -•*") for line in rationale.splitlines()]
-    kept = [line for line in lines if "=" in line and re.search(r"\d", line)]
-    return "\n".join(kept) if kept else rationale
-
-
 def shorten(rows: list[dict], records_by_id: dict, teacher=None, sampling: SamplingConfig | None = None) -> list[dict]:
     """Short rewrites of long rationales that still verify and are shorter.  With a teacher, it
     rewrites (LS-Mixture); without one, `prune_to_calculations`."""
@@ -179,8 +174,9 @@ def shorten(rows: list[dict], records_by_id: dict, teacher=None, sampling: Sampl
         rewrite = strip_answer(rewrite)
         last_number = extract_answer(rewrite)
         record = records_by_id[row["source_id"]]
-        # The short form must still reach the gold answer on its own and actually be shorter.
-        if rewrite and len(rewrite) < len(row["rationale"]) and is_correct(record, last_number):
+        # The short form must still reach the gold answer on its own, be right step by step, and be shorter.
+        if (rewrite and len(rewrite) < len(row["rationale"]) and is_correct(record, last_number)
+                and not wrong_steps(record.source, rewrite)):
             short.append({**row, "rationale": rewrite, "method": row["method"] + "+short",
                           "teacher": teacher.name if teacher else "prune", "long_chars": len(row["rationale"])})
     return short
@@ -250,11 +246,30 @@ def _histogram(values: list[int], bins: int = 10) -> dict:
     return counts
 
 
+# Tasks whose chains are pure arithmetic: every `a op b = r` step of a chain written as training
+# data for them must be right, not only the final answer (a right answer reached through a wrong
+# step teaches the wrong step).  Word problems keep their prose, rounding and units: final answer only.
+ARITHMETIC_TASKS = ("chain_sum", "basic_arithmetic", "products", "decimal_arithmetic")
+
+
+def wrong_steps(source: str, rationale: str) -> list[str]:
+    """The wrong steps of a rationale for an arithmetic task (cotlab.chains); [] for other tasks."""
+    task = source.removeprefix("rg:").split("?")[0]
+    return check_steps(rationale) if task in ARITHMETIC_TASKS else []
+
+
 def save_dataset(rows: list[dict], out_dir: str | Path, name: str, log_rows: list[dict] | None = None) -> dict:
     """Save a training set three ways: a `datasets` folder (what TRL loads), JSONL (what a person
-    reads), and the raw rows with provenance; plus a data card.  Returns the card."""
+    reads), and the raw rows with provenance; plus a data card.  Returns the card.
+
+    Every row is checked again here, whatever made it: for an arithmetic task a row with a wrong
+    step is an error, not a silent drop, since every producer should have filtered it already."""
     import datasets
 
+    bad = [r for r in rows if wrong_steps(r.get("source", ""), r["rationale"])]
+    if bad:
+        raise CotlabError(f"dataset '{name}': {len(bad)} row(s) have a wrong arithmetic step, e.g. "
+                          f"{wrong_steps(bad[0]['source'], bad[0]['rationale'])[0]!r} in {bad[0]['source_id']}")
     if not rows:
         raise CotlabError(f"dataset '{name}' is empty: nothing verified (raise k or the temperature, or use the gold teacher)")
     out = Path(out_dir)

@@ -12,7 +12,7 @@ from cotlab import CotlabError
 from cotlab.generate import GenerationStats, SamplingConfig, generate
 from cotlab.io import atomic_write_json, read_jsonl, write_jsonl
 from cotlab.prompts import build_messages, render_prompt
-from cotlab.verify import extract_answer, format_ok, is_correct
+from cotlab.verify import format_ok, grade, is_correct
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -38,6 +38,30 @@ def binomial_stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n else 0.0
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval for k successes in n trials (95% at z=1.96).  Unlike p ± z·stderr
+    it stays inside [0, 1] and is not zero-width at 0% or 100%, which matters for the small
+    held-out sets a lesson can afford (Brown, Cai & DasGupta, *Interval Estimation for a Binomial
+    Proportion*)."""
+    if n <= 0:
+        raise ValueError(f"an interval needs at least one trial, got n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def accuracy_summary(rows: list[dict]) -> dict:
+    """Strict `accuracy` (an answer the completion committed to) beside `accuracy_lenient` (also
+    crediting the last number of an untagged or cut-off completion), with its standard error and
+    Wilson 95% interval.  The gap between the two is how much a last-number grader would flatter."""
+    n = len(rows)
+    right = sum(bool(r["correct"]) for r in rows)
+    accuracy = right / n
+    return {"n": n, "accuracy": accuracy, "accuracy_lenient": sum(bool(r["correct_lenient"]) for r in rows) / n,
+            "accuracy_stderr": binomial_stderr(accuracy, n), "interval": wilson_interval(right, n)}
+
+
 @dataclass
 class EvalResult:
     rows: list[dict]
@@ -48,8 +72,10 @@ def evaluate(model, tokenizer, records, style: str = "think", sampling: Sampling
              exemplars=None, progress: bool = True) -> EvalResult:
     """Generate k completions per record and score them.
 
-    `correct`/`prediction` describe the first sample (greedy when temperature is 0); with k > 1
-    each row also has every sample, its majority vote, and pass@k.
+    `correct`/`prediction` describe the first sample (greedy when temperature is 0) under the
+    strict reading (`verify.extract_answer(strict=True)`: no last-number fallback), and
+    `correct_lenient`/`prediction_lenient` under the lenient one; with k > 1 each row also has
+    every sample (strict), its majority vote, and pass@k.
     """
     if not records:
         raise CotlabError("nothing to evaluate: the record list is empty")
@@ -59,15 +85,15 @@ def evaluate(model, tokenizer, records, style: str = "think", sampling: Sampling
     completions = generate(model, tokenizer, prompts, sampling, progress=progress, stats=stats)
     rows = []
     for record, samples in zip(records, completions):
-        predictions = [extract_answer(s.text) for s in samples]
-        correct = [is_correct(record, p) for p in predictions]
+        grades = [grade(record, s.text) for s in samples]
+        predictions = [g["prediction"] for g in grades]
+        correct = [g["correct"] for g in grades]
         first = samples[0]
         row = {
             "id": record.id,
             "question": record.question,
             "gold": record.answer,
-            "prediction": predictions[0],
-            "correct": correct[0],
+            **grades[0],
             "completion": first.text,
             "completion_tokens": first.tokens,
             "finished": first.finished,
@@ -87,13 +113,12 @@ def evaluate(model, tokenizer, records, style: str = "think", sampling: Sampling
 
 
 def summarize(rows: list[dict], sampling: SamplingConfig, style: str, stats: GenerationStats | None = None) -> dict:
+    """`accuracy` is strict and `accuracy_lenient` sits beside it (see `accuracy_summary`); before
+    the two were split, `accuracy` was the lenient figure."""
     n = len(rows)
-    accuracy = sum(r["correct"] for r in rows) / n
     summary = {
-        "n": n,
+        **accuracy_summary(rows),
         "style": style,
-        "accuracy": accuracy,
-        "accuracy_stderr": binomial_stderr(accuracy, n),
         "mean_completion_tokens": sum(r["completion_tokens"] for r in rows) / n,
         "clipped_ratio": sum(not r["finished"] for r in rows) / n,
         "format_ok_ratio": sum(r["format_ok"] for r in rows) / n,

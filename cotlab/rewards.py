@@ -4,7 +4,10 @@ TRL calls each function with the batch's `completions` (strings, or lists of cha
 `completion_ids`, and every dataset column as a keyword list (here `answer`, `source` and
 `metadata_json`).  Each returns one float per completion.
 
-- `correctness_reward`: 1 when the final answer verifies (the same verifier as evaluation).
+- `correctness_reward`: 1 when the final answer verifies (the same verifier as evaluation), read
+  strictly: a completion must commit to an answer (tag, box, ``####`` or "the answer is"); the last
+  number of an untagged or cut-off completion earns nothing, or GRPO would learn to stop anywhere
+  after a right-looking number.
 - `format_reward`: 1 for exactly `<think>…</think><answer>…</answer>`, 0.5 for an answer tag alone.
 - `length_reward`: the cosine length shaping of *Demystifying Long Chain-of-Thought Reasoning in
   LLMs*: among correct completions shorter earns more; among wrong ones longer earns more (keep
@@ -35,7 +38,7 @@ def _record(answer: str, source: str | None, metadata_json: str | None) -> Recor
 def correctness_reward(completions, answer, source=None, metadata_json=None, **_) -> list[float]:
     sources = source or [None] * len(completions)
     metadata = metadata_json or [None] * len(completions)
-    return [float(is_correct(_record(a, s, m), extract_answer(completion_text(c))))
+    return [float(is_correct(_record(a, s, m), extract_answer(completion_text(c), strict=True)))
             for c, a, s, m in zip(completions, answer, sources, metadata)]
 
 

@@ -232,18 +232,19 @@ def train_dpo(recipe: DPORecipe, dataset=None) -> dict:
 
 def grpo_prompts(source, recipe: GRPORecipe):
     """GRPO needs only questions and gold answers: a task spec is enough, no dataset to build."""
-    from cotlab.data import load_records
+    from cotlab.data import load_records, training_split
     from cotlab.rewards import grpo_rows
 
     if isinstance(source, str) and (source.startswith(("rg:", "hf:")) or _is_task_file(source)):
-        return load_training_dataset(grpo_rows(load_records(source, n=recipe.n_prompts, split="train", seed=recipe.seed)))
+        records = load_records(source, n=recipe.n_prompts, split=training_split(source), seed=recipe.seed)
+        return load_training_dataset(grpo_rows(records))
     return load_training_dataset(source)
 
 
 def _is_task_file(path: str) -> bool:
     """A GSM8K-format JSONL (question/answer rows) rather than prepared prompt rows."""
     first = Path(path).open().readline() if Path(path).is_file() and path.endswith(".jsonl") else ""
-    return '"question"' in first and '"prompt"' not in first
+    return ('"question"' in first or '"problem"' in first) and '"prompt"' not in first
 
 
 def train_grpo(recipe: GRPORecipe, dataset=None) -> dict:

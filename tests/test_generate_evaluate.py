@@ -2,7 +2,7 @@ import pytest
 
 from cotlab import CotlabError
 from cotlab.data import load_records
-from cotlab.evaluate import evaluate, majority_vote, pass_at_k, write_eval
+from cotlab.evaluate import accuracy_summary, evaluate, majority_vote, pass_at_k, wilson_interval, write_eval
 from cotlab.generate import SamplingConfig, generate
 from cotlab.prompts import build_messages, render_prompt
 
@@ -49,9 +49,12 @@ def test_evaluate_writes_predictions_and_refuses_to_overwrite(tiny, tmp_path):
     records = load_records(CHAIN_SUM, n=3, split="test")
     result = evaluate(model, tokenizer, records, sampling=SamplingConfig(max_new_tokens=5, temperature=0.8, k=3), progress=False)
     row = result.rows[0]
-    for key in ("id", "question", "gold", "prediction", "correct", "completion", "completion_tokens", "samples", "majority"):
+    for key in ("id", "question", "gold", "prediction", "correct", "prediction_lenient", "correct_lenient",
+                "completion", "completion_tokens", "samples", "majority"):
         assert key in row
-    assert {"accuracy", "n", "mean_completion_tokens", "pass@3", "maj@3", "clipped_ratio"} <= set(result.summary)
+    assert {"accuracy", "accuracy_lenient", "interval", "n", "mean_completion_tokens", "pass@3", "maj@3",
+            "clipped_ratio"} <= set(result.summary)
+    assert result.summary["accuracy"] <= result.summary["accuracy_lenient"]
     write_eval(tmp_path, result)
     with pytest.raises(CotlabError, match="already holds"):
         write_eval(tmp_path, result)
@@ -80,3 +83,21 @@ def test_answer_changes_counts_fixed_and_broken():
     assert answer_changes(before, after) == {"fixed": 1, "broken": 1, "kept_right": 1, "kept_wrong": 1}
     with pytest.raises(CotlabError, match="same questions"):
         answer_changes(before, after[:3])
+
+
+def test_wilson_interval_matches_published_values():
+    # Brown, Cai & DasGupta's examples: 0/10 and 5/10 at 95%.
+    assert wilson_interval(0, 10) == pytest.approx([0.0, 0.2775], abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx([0.2366, 0.7634], abs=1e-4)
+    low, high = wilson_interval(10, 10)
+    assert 0.69 < low < 0.73 and high == 1.0
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)
+
+
+def test_accuracy_is_strict_with_lenient_beside_it():
+    rows = [{"correct": True, "correct_lenient": True}, {"correct": False, "correct_lenient": True},
+            {"correct": False, "correct_lenient": False}, {"correct": False, "correct_lenient": False}]
+    summary = accuracy_summary(rows)
+    assert (summary["n"], summary["accuracy"], summary["accuracy_lenient"]) == (4, 0.25, 0.5)
+    assert summary["interval"] == wilson_interval(1, 4)

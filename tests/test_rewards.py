@@ -20,6 +20,9 @@ COMPLETIONS = [CORRECT, WRONG, MALFORMED, TRUNCATED]
 
 def test_correctness_uses_the_evaluation_verifier():
     assert correctness_reward(COMPLETIONS, answer=["49"] * 4) == [1.0, 0.0, 1.0, 0.0]
+    # Strict: a right last number without a committed answer earns nothing, cut off or not.
+    untagged, cut_in_answer = "12 + 7 = 19\n19 + 30 = 49", "<think>\n19 + 30 = 49\n</think>\n<answer>49"
+    assert correctness_reward([untagged, cut_in_answer, "<answer>49</answer>"], answer=["49"] * 3) == [0.0, 0.0, 1.0]
     # Conversational completions arrive as message lists.
     assert correctness_reward([[{"role": "assistant", "content": CORRECT}]], answer=["49"]) == [1.0]
     assert completion_text([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]) == "ab"
