@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from cotlab import CotlabError
@@ -190,12 +189,6 @@ def _parse_scalar(value: str):
             pass
     return {"true": True, "false": False}.get(value.lower(), value)
 
-
-@lru_cache(maxsize=None)
-def reasoning_gym_scorer(task: str):
-    import reasoning_gym
-
-    return reasoning_gym.get_score_answer_fn(task)
 
 
 # GSM8K-format JSONL -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ with a fast exact/numeric comparison first.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 CLOSED_ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
@@ -131,6 +132,13 @@ def answers_match(prediction: str | None, gold: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=None)
+def reasoning_gym_scorer(task: str):
+    import reasoning_gym
+
+    return reasoning_gym.get_score_answer_fn(task)
+
+
 def is_correct(record, prediction: str | None) -> bool:
     """Score a prediction for a Record: the task's own scorer for reasoning-gym, else answers_match."""
     if prediction is None:
@@ -138,9 +146,7 @@ def is_correct(record, prediction: str | None) -> bool:
     if same_word_answer(normalize(prediction), record.answer):
         return True
     if record.source.startswith("rg:"):
-        from cotlab.data import parse_task_options, reasoning_gym_scorer
-
-        task, _ = parse_task_options(record.source[3:])
+        task = record.source[3:].split("?")[0]
         entry = {"question": record.question, "answer": record.answer, "metadata": record.metadata}
         try:
             # gsm_symbolic's scorer gives 0.01 to a wrong but well-formed answer: only 1.0 is right.

@@ -41,16 +41,38 @@ def test_gold_rationales_verify_and_save_in_trl_formats(records, tmp_path):
         save_dataset([], tmp_path, "nothing")
 
 
-def test_short_rewrites_still_verify_and_mix_at_the_ratio(records):
-    long_rows = GoldTeacher().rationales(records)
-    by_id = {r.id: r for r in records}
-    short = shorten(long_rows, by_id)
-    assert short and all(len(s["rationale"]) < s["long_chars"] for s in short)
+def verbose(rows):
+    """Gold chain_sum chains written the way a chatty teacher writes them: prose around each step,
+    list bullets, and negative running totals (the case the old pruning broke)."""
+    return [{**row, "rationale": "Let us add the numbers one at a time.\n"
+             + "\n".join(f"- Next, {line}, which is the running total." for line in row["rationale"].splitlines())
+             + "\nSo that is the sum."} for row in rows]
+
+
+def test_short_rewrites_are_right_step_by_step_and_mix_at_the_ratio(records):
+    from cotlab.chains import check_steps
+
+    long_rows = verbose(GoldTeacher().rationales(records))
+    assert any("= -" in row["rationale"] for row in long_rows)  # negative totals are in the fixture
+    short = shorten(long_rows, {r.id: r for r in records})
+    assert len(short) == len(long_rows) and all(len(s["rationale"]) < s["long_chars"] for s in short)
     all_short = mix_long_short(long_rows, short, short_fraction=1.0)
-    assert sum(r["method"].endswith("+short") for r in all_short) == len(short)
+    assert sum(r["method"].endswith("+short") for r in all_short) == len(short) == len(all_short)
+    assert all(check_steps(r["rationale"]) == [] and "Let us" not in r["rationale"] for r in all_short)
     assert mix_long_short(long_rows, short, short_fraction=0.0) == long_rows
     with pytest.raises(CotlabError, match="short_fraction"):
         mix_long_short(long_rows, short, short_fraction=1.5)
+
+
+def test_a_training_row_with_a_wrong_step_is_never_written(records, tmp_path):
+    """The chain reaches the right answer through a wrong step: for an arithmetic task that is refused."""
+    row = GoldTeacher().rationales(records)[0]
+    lines = row["rationale"].splitlines()
+    first = lines[0].rsplit("=", 1)
+    wrong = {**row, "rationale": "\n".join([f"{first[0]}= {int(first[1]) + 1}", *lines[1:]])}
+    with pytest.raises(CotlabError, match="wrong arithmetic step"):
+        save_dataset([wrong], tmp_path, "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 class CountingTeacher(LocalTeacher):
