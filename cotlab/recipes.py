@@ -66,6 +66,10 @@ def _resolve(recipe) -> None:
         raise CotlabError(f"lora_r must be 0 (full fine-tuning) or positive, got {recipe.lora_r}")
     if recipe.load_in_4bit and recipe.lora_r == 0:
         raise CotlabError("load_in_4bit (QLoRA) trains a LoRA adapter: set lora_r > 0")
+    if getattr(recipe, "guards", "error") not in ("error", "warn", "off"):
+        raise CotlabError(f"guards must be error, warn or off, got {recipe.guards!r}")
+    if getattr(recipe, "eval_every", 0) < 0:
+        raise CotlabError(f"eval_every must be 0 (off) or a number of steps, got {recipe.eval_every}")
     if recipe.bf16 is None and not recipe.fp16:
         for key, value in trainer_precision(resolve_dtype(recipe.dtype)).items():
             setattr(recipe, key, value)
@@ -101,6 +105,8 @@ class DPORecipe(_CotlabFields, DPOConfig):
     per_device_train_batch_size: int = 4
     max_length: int | None = 512
     logging_steps: float = 1
+    guards: str = field(default="error", metadata={"help": "error | warn | off: the preflight checks (cotlab.guards)"})
+    eval_every: int = field(default=0, metadata={"help": "log held-out accuracy every N steps (0: off; needs held_out=)"})
 
 
 @dataclass
@@ -109,7 +115,8 @@ class GRPORecipe(_CotlabFields, GRPOConfig):
 
     `dataset` may be a task spec (rg:…, hf:…, a GSM8K-format file): GRPO needs only questions and
     gold answers, so `n_prompts` of its train split become the prompts.  `rewards` weights
-    cotlab's reward functions by name; TRL's `reward_weights` follows from it.
+    cotlab's reward functions by name; TRL's `reward_weights` follows from it.  `guards` stops a
+    run whose first `guard_steps` logged steps show no learning signal (cotlab.guards).
     """
 
     dataset: str = ""
@@ -124,6 +131,9 @@ class GRPORecipe(_CotlabFields, GRPOConfig):
     beta: float = 0.0  # KL weight (TRL's default 0: no reference model needed)
     logging_steps: float = 1
     use_vllm: bool | None = None  # None: vLLM when installed and a GPU is present
+    guards: str = field(default="error", metadata={"help": "error | warn | off: stop a run that cannot learn (cotlab.guards)"})
+    guard_steps: int = field(default=2, metadata={"help": "logged steps the learning-signal guard looks at"})
+    eval_every: int = field(default=0, metadata={"help": "log held-out accuracy every N steps (0: off; needs held_out=)"})
 
     def __post_init__(self):
         batch = self.per_device_train_batch_size * self.gradient_accumulation_steps

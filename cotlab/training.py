@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from cotlab import CotlabError
+from cotlab.guards import LearningSignalGuard, check_chat_template, check_rewards, checked_reward, watch_held_out
 from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl
 from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, load_base, load_tokenizer
 from cotlab.recipes import DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
@@ -71,7 +72,20 @@ def run_trainer(trainer, recipe, stage: str, extra: dict | None = None) -> dict:
             if getattr(recipe, length, None):
                 knobs.append(f"{length} (now {getattr(recipe, length)})")
         raise CotlabError("GPU out of memory while training; lower " + ", or ".join(knobs)) from None
+    except CotlabError:  # a guard (cotlab.guards) stopped training mid-step
+        _close_progress_bars(trainer)
+        raise
     return finish(trainer, recipe, stage, measured, extra)
+
+
+def _close_progress_bars(trainer) -> None:
+    """End the progress bar's line, so the error that follows stands on a line of its own."""
+    for callback in trainer.callback_handler.callbacks:
+        for name in ("training_bar", "prediction_bar"):
+            bar = getattr(callback, name, None)
+            if bar is not None:
+                bar.close()
+                setattr(callback, name, None)
 
 
 def measure_training(trainer, resume_from_checkpoint: str | None = None) -> dict:
@@ -216,14 +230,20 @@ def train_and_score(recipe: SFTRecipe, dataset, held_out, sampling) -> dict:
 # DPO ---------------------------------------------------------------------------------------------
 
 
-def train_dpo(recipe: DPORecipe, dataset=None) -> dict:
+def train_dpo(recipe: DPORecipe, dataset=None, held_out=None, held_out_sampling=None) -> dict:
     """DPO with LoRA on top of the (merged) SFT model.  With a PEFT model TRL computes the
-    reference log-probs with the adapter disabled: no second copy of the model in memory."""
+    reference log-probs with the adapter disabled: no second copy of the model in memory.
+    `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the DPO
+    rewards (cotlab.guards.HeldOutAccuracy)."""
     from trl import DPOTrainer
 
     pairs = load_training_dataset(dataset if dataset is not None else recipe.dataset)
+    tokenizer = load_tokenizer(recipe.model)
+    if recipe.guards != "off":
+        check_chat_template(tokenizer, pairs, recipe.model)
     trainer = DPOTrainer(model=base_model(recipe), args=recipe, train_dataset=pairs,
-                         processing_class=load_tokenizer(recipe.model), peft_config=lora_config(recipe))
+                         processing_class=tokenizer, peft_config=lora_config(recipe))
+    watch_held_out(trainer, recipe, held_out, held_out_sampling)
     return run_trainer(trainer, recipe, "dpo", {"train_pairs": len(pairs)})
 
 
@@ -247,14 +267,16 @@ def _is_task_file(path: str) -> bool:
     return ('"question"' in first or '"problem"' in first) and '"prompt"' not in first
 
 
-def train_grpo(recipe: GRPORecipe, dataset=None) -> dict:
-    """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model."""
-    trainer, info = build_grpo_trainer(recipe, dataset)
+def train_grpo(recipe: GRPORecipe, dataset=None, held_out=None, held_out_sampling=None) -> dict:
+    """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model;
+    `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the reward."""
+    trainer, info = build_grpo_trainer(recipe, dataset, held_out, held_out_sampling)
     return run_trainer(trainer, recipe, "grpo", info)
 
 
-def build_grpo_trainer(recipe: GRPORecipe, dataset=None):
-    """TRL's GRPOTrainer set up from a recipe, and what the run card records about it."""
+def build_grpo_trainer(recipe: GRPORecipe, dataset=None, held_out=None, held_out_sampling=None):
+    """TRL's GRPOTrainer set up from a recipe, and what the run card records about it.  The
+    preflight checks (chat template, one reward per completion) run before the model loads."""
     from trl import GRPOTrainer
 
     from cotlab.rewards import reward_functions
@@ -263,8 +285,13 @@ def build_grpo_trainer(recipe: GRPORecipe, dataset=None):
     functions, recipe.reward_weights = reward_functions(recipe.rewards, recipe.max_completion_length)
     tokenizer = load_tokenizer(recipe.model)
     tokenizer.padding_side = "left"
-    trainer = GRPOTrainer(model=base_model(recipe), reward_funcs=functions, args=recipe, train_dataset=prompts,
-                          processing_class=tokenizer, peft_config=lora_config(recipe))
+    if recipe.guards != "off":
+        check_chat_template(tokenizer, prompts, recipe.model)
+        check_rewards(functions, prompts, tokenizer)
+    guard = LearningSignalGuard(recipe.guards, recipe.guard_steps, recipe.max_completion_length)
+    trainer = GRPOTrainer(model=base_model(recipe), reward_funcs=[checked_reward(f) for f in functions], args=recipe,
+                          train_dataset=prompts, processing_class=tokenizer, peft_config=lora_config(recipe), callbacks=[guard])
+    watch_held_out(trainer, recipe, held_out, held_out_sampling)
     return trainer, {"reward_names": [f.__name__ for f in functions], "reward_weights": recipe.reward_weights,
                      "use_vllm": recipe.use_vllm}
 

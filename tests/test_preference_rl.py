@@ -83,13 +83,15 @@ def test_dpo_step_on_top_of_an_sft_adapter(records, tmp_path):
     sft_adapter = str(tmp_path / "sft" / "final")
 
     recipe = DPORecipe(model="tiny-random", adapter=sft_adapter, output_dir=str(tmp_path / "dpo"), max_steps=2,
-                       per_device_train_batch_size=4, beta=0.1, loss_type="sigmoid", max_length=256)
-    metrics = train_dpo(recipe, _gold_pairs(records))
+                       per_device_train_batch_size=4, beta=0.1, loss_type="sigmoid", max_length=256, eval_every=2)
+    metrics = train_dpo(recipe, _gold_pairs(records), held_out=records[:2], held_out_sampling=SamplingConfig(max_new_tokens=8))
     assert metrics["steps"] == 2 and metrics["train_pairs"] == len(records)
     logged = [e for e in metrics["log_history"] if "loss" in e]
     # TRL's DPO metric names: the curves notebook 03 draws.
     for key in ("rewards/margins", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"):
         assert key in logged[0], f"DPOTrainer no longer logs {key}"
+    assert [e["step"] for e in metrics["log_history"] if "heldout/accuracy" in e] == [0, 2]
+    assert [e["step"] for e in logged] == [1, 2]  # the held-out log took no step's own log away
     final = tmp_path / "dpo" / "final"
     assert json.loads((final / "cotlab_base_adapters.json").read_text())["merged_adapters"] == [sft_adapter]
 
@@ -102,7 +104,7 @@ def test_dpo_step_on_top_of_an_sft_adapter(records, tmp_path):
 
 def test_grpo_step_logs_rewards_and_clipping(records, tmp_path):
     recipe = GRPORecipe(model="tiny-random", output_dir=str(tmp_path / "grpo"), max_steps=1, num_generations=2,
-                        per_device_train_batch_size=4, max_completion_length=16,
+                        per_device_train_batch_size=4, max_completion_length=16, guards="warn",  # all clipped: it cannot learn
                         rewards={"correctness": 1.0, "format": 0.5, "length": 0.1})
     metrics = train_grpo(recipe, grpo_rows(records))
     assert metrics["steps"] == 1 and metrics["use_vllm"] is False
@@ -146,7 +148,7 @@ def test_cotlab_train_grpo_from_a_task_spec(tmp_path):
     out = tmp_path / "grpo_cli"
     result = run_cli("train", "grpo", "--config", "configs/recipes/grpo_cpu.yaml", "--set", "model=tiny-random", "--set", "adapter=null",
                      "--set", f"output_dir={out}", "--set", "max_steps=1", "--set", "n_prompts=4", "--set", "num_generations=2",
-                     "--set", "per_device_train_batch_size=4", "--set", "max_completion_length=16")
+                     "--set", "per_device_train_batch_size=4", "--set", "max_completion_length=16", "--set", "guards=warn")
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"steps": 1' in result.stdout and (out / "final" / "adapter_config.json").is_file()
     bad = run_cli("train", "grpo", "--set", "model=tiny-random", "--set", "num_generations=3", "--set", "per_device_train_batch_size=8")

@@ -117,7 +117,7 @@ def test_the_gpu_profile_runs_as_a_batch_job_in_smoke_form(tmp_path):
     tiny model at smoke sizes: TensorBoard event files and checkpoints land in the usual layout."""
     sizes = ["model=tiny-random", "n_eval=4", "max_new_tokens=16", "n_train=16", "sft_steps=2",
              "sweep_steps=1", "lora_ranks=[2]", "n_prompts=4", "num_generations=2", "per_device_train_batch_size=4",
-             "max_completion_length=16", "grpo_steps=1"]
+             "max_completion_length=16", "grpo_steps=1", "guards=warn"]
     out = tmp_path / "gpu"
     result = run_cli("run", "--profile", "gpu", "--only", "02", "04", "--out", str(out), *[a for s in sizes for a in ("-p", s)], timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
