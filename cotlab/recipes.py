@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +72,41 @@ def _resolve(recipe) -> None:
         raise CotlabError(f"guards must be error, warn or off, got {recipe.guards!r}")
     if getattr(recipe, "eval_every", 0) < 0:
         raise CotlabError(f"eval_every must be 0 (off) or a number of steps, got {recipe.eval_every}")
+    check_engine(recipe)
     if recipe.bf16 is None and not recipe.fp16:
         for key, value in trainer_precision(resolve_dtype(recipe.dtype)).items():
             setattr(recipe, key, value)
     recipe.report_to = resolve_report_to(recipe.report_to)
+
+
+def sharded_engine(recipe=None) -> str | None:
+    """'FSDP' or 'DeepSpeed ZeRO-3' when the weights will be sharded across processes, else None
+    (DDP, ZeRO-1/2 or one process).  Read from what `accelerate launch` exports to each process
+    (ACCELERATE_USE_FSDP, ACCELERATE_USE_DEEPSPEED + ACCELERATE_DEEPSPEED_ZERO_STAGE) or from the
+    recipe's own `fsdp` / `deepspeed` fields (the Trainer's route, e.g. under torchrun)."""
+    env = os.environ
+    if env.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") or (recipe is not None and getattr(recipe, "fsdp", None)):
+        return "FSDP"
+    stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "") if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true") else ""
+    deepspeed = getattr(recipe, "deepspeed", None) if recipe is not None else None
+    if isinstance(deepspeed, str) and Path(deepspeed).is_file():
+        deepspeed = json.loads(Path(deepspeed).read_text())
+    if isinstance(deepspeed, dict):
+        stage = str(deepspeed.get("zero_optimization", {}).get("stage", stage))
+    return "DeepSpeed ZeRO-3" if stage == "3" else None
+
+
+def check_engine(recipe) -> None:
+    """QLoRA and merging need the whole model on each process.  cotlab loads a 4-bit base onto its
+    own GPU (device_map = LOCAL_RANK), which FSDP and ZeRO-3 cannot shard; and a merged checkpoint
+    is written by the main process alone, which under sharding holds only its shard."""
+    engine = sharded_engine(recipe)
+    if engine and recipe.load_in_4bit:
+        raise CotlabError(f"load_in_4bit (QLoRA) cannot run under {engine}, which shards the weights: "
+                          "launch with configs/accelerate/multi_gpu.yaml (DDP) or zero2.yaml, or set load_in_4bit: false")
+    if engine and recipe.merge:
+        raise CotlabError(f"merge: true cannot run under {engine} (the main process holds only its shard): "
+                          "train with merge: false and merge the saved adapter on one process afterwards")
 
 
 def resolve_report_to(value):
@@ -136,12 +169,9 @@ class GRPORecipe(_CotlabFields, GRPOConfig):
     eval_every: int = field(default=0, metadata={"help": "log held-out accuracy every N steps (0: off; needs held_out=)"})
 
     def __post_init__(self):
-        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
         if self.num_generations is None or self.num_generations < 2:
             raise CotlabError("num_generations must be at least 2: GRPO compares completions within a group")
-        if batch % self.num_generations:
-            raise CotlabError(f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) counts completions and "
-                              f"must be a multiple of num_generations ({self.num_generations})")
+        check_generation_batch(self, launched_world_size())
         if self.max_completion_length is not None and self.max_completion_length < 16:
             raise CotlabError(f"max_completion_length {self.max_completion_length} is too short for any chain of thought")
         if self.use_vllm is None:
@@ -150,7 +180,44 @@ class GRPORecipe(_CotlabFields, GRPOConfig):
             self.use_vllm = vllm_available()
         if self.use_vllm:
             self.vllm_mode = self.vllm_mode or "colocate"
+            check_vllm_layout(self, launched_world_size())
         super().__post_init__()
+
+
+def launched_world_size() -> int:
+    """The number of processes this run was launched with (torchrun and `accelerate launch` export
+    WORLD_SIZE to every process); read before TRL sets up the distributed state."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_generation_batch(recipe, world_size: int) -> None:
+    """TRL's GRPOConfig rule, checked up front with a one-line error: one generation batch is
+    per_device_train_batch_size x processes x steps_per_generation completions (the GLOBAL batch;
+    steps_per_generation defaults to gradient_accumulation_steps, or follows from
+    generation_batch_size), and it must hold whole groups of num_generations completions."""
+    global_batch = recipe.per_device_train_batch_size * world_size
+    if recipe.generation_batch_size is not None:
+        if recipe.generation_batch_size % global_batch:
+            raise CotlabError(f"generation_batch_size ({recipe.generation_batch_size}) must be a multiple of the global batch "
+                              f"per_device_train_batch_size x {world_size} process(es) ({global_batch})")
+        generation_batch, how = recipe.generation_batch_size, "generation_batch_size"
+    else:
+        steps = recipe.steps_per_generation or recipe.gradient_accumulation_steps
+        generation_batch = global_batch * steps
+        how = (f"per_device_train_batch_size {recipe.per_device_train_batch_size} x {world_size} process(es) x "
+               f"{'steps_per_generation' if recipe.steps_per_generation else 'gradient_accumulation_steps'} {steps}")
+    if generation_batch % recipe.num_generations:
+        raise CotlabError(f"the generation batch ({how} = {generation_batch} completions) must be a multiple of "
+                          f"num_generations ({recipe.num_generations}): GRPO needs whole groups")
+
+
+def check_vllm_layout(recipe, world_size: int) -> None:
+    """Colocated vLLM splits the training processes into tensor-parallel groups of
+    vllm_tensor_parallel_size GPUs, so that size must divide the process count (TRL checks it only
+    once every process has loaded its model)."""
+    if recipe.vllm_mode == "colocate" and world_size % recipe.vllm_tensor_parallel_size:
+        raise CotlabError(f"vllm_tensor_parallel_size ({recipe.vllm_tensor_parallel_size}) must divide the number of "
+                          f"processes ({world_size}): colocated vLLM shards across groups of that many GPUs")
 
 
 RECIPES = {"sft": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe}

@@ -133,18 +133,48 @@ def peak_memory_mb() -> float:
 
 
 def _throughput(trainer, wall: float) -> dict:
+    """Tokens over all processes: TRL's logged `num_tokens` is already gathered across ranks (SFT
+    and DPO sum `gather_for_metrics` of each batch's tokens, GRPO of the prompt and completion
+    lengths), so the figure and tokens/s are the whole run's, not one GPU's."""
     tokens = 0
     for entry in trainer.state.log_history:
         tokens = max(tokens, int(entry.get("num_tokens", 0)))
     return {"train_tokens": tokens, "tokens_per_second": round(tokens / wall, 1) if wall else 0.0}
 
 
+def across_processes(trainer, value: float) -> list[float]:
+    """One figure from every process (a collective: every rank must call it); on one process, [value]."""
+    return trainer.accelerator.gather(torch.tensor([float(value)], device=trainer.accelerator.device)).tolist()
+
+
+def final_loss(trainer) -> float:
+    """The last loss the Trainer logged (already the mean over processes), or, for a run shorter
+    than logging_steps, its `train_loss`, which the Trainer leaves per-process: averaged here."""
+    history = trainer.state.log_history
+    logged = [e["loss"] for e in history if "loss" in e]
+    if logged:
+        return logged[-1]
+    ends = [e["train_loss"] for e in history if "train_loss" in e]
+    if not ends:
+        return float("nan")
+    values = across_processes(trainer, ends[-1])
+    return sum(values) / len(values)
+
+
 def finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = None) -> dict:
     """Save the adapter (or full model), then, on the main process only, the recipe, a model card
-    and metrics; return the metrics (on every process)."""
+    and metrics; return the metrics (on every process, once the main process has written them).
+
+    Under torchrun or `accelerate launch` every figure is the run's, not one process's: tokens
+    summed over processes, the loss as the Trainer reports it (averaged over processes), the
+    slowest process's wall time and the largest peak memory of any process, with `world_size`."""
     out = Path(recipe.output_dir)
     final = out / "final"
     trainer.save_model(str(final))  # every rank takes part: FSDP and ZeRO-3 gather the weights here
+    # Collectives first, on every rank; only then may rank 0 alone write.
+    measured = {**measured, **{key: round(max(across_processes(trainer, measured[key])), 1) for key in ("wall_seconds", "peak_memory_mb")}}
+    if measured["wall_seconds"]:
+        measured["tokens_per_second"] = round(measured["train_tokens"] / measured["wall_seconds"], 1)
     metrics = {
         "stage": stage,
         "model": recipe.model,
@@ -155,25 +185,31 @@ def finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = Non
         "log_history": trainer.state.log_history,
         "recipe": recipe.to_dict(),
         **(extra or {}),
+        "final_loss": final_loss(trainer),
     }
-    # The last logged loss, or the run's mean loss when it was shorter than logging_steps.
-    losses = [e.get("loss", e.get("train_loss")) for e in trainer.state.log_history if "loss" in e or "train_loss" in e]
-    metrics["final_loss"] = losses[-1] if losses else float("nan")
     if recipe.merge and hasattr(trainer.model, "merge_and_unload"):
         metrics["merged"] = str(out / "merged")
-    if not trainer.is_world_process_zero():
-        return metrics
+    if trainer.is_world_process_zero():
+        write_outputs(trainer, recipe, stage, metrics)
+    # The other ranks wait here, so that on return the adapter, card and metrics.json are complete
+    # on every process (a next stage, or an evaluation, may read them at once).
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def write_outputs(trainer, recipe, stage: str, metrics: dict) -> None:
+    """The main process's part of `finish`: tokenizer, adapter chain, merged model, recipe, metrics, card."""
+    out, final = Path(recipe.output_dir), Path(metrics["output"])
     trainer.processing_class.save_pretrained(str(final))
     chain = adapter_chain(recipe.adapter)
     if chain:
         atomic_write_json(final / BASE_ADAPTERS_FILE, {"merged_adapters": chain})
-    if recipe.merge and hasattr(trainer.model, "merge_and_unload"):
+    if "merged" in metrics:
         trainer.model.merge_and_unload().save_pretrained(metrics["merged"])
         trainer.processing_class.save_pretrained(metrics["merged"])
     atomic_write_text(final / "recipe.json", recipe.to_json_string())
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(final / "README.md", model_card(stage, recipe, metrics))
-    return metrics
 
 
 def model_card(stage: str, recipe, metrics: dict) -> str:
