@@ -198,7 +198,7 @@ def _checked_backwards(step) -> str | None:
 
 def with_checks(chain: str, rng: random.Random | None = None) -> str:
     """The long form: after every line, each of its two-number steps undone as a check
-    ('check: -28 + 43 = 15'), so the chain about doubles in length while every step stays right.
+    ('check: -28 + 43 = 15'), so the chain doubles its lines (about 1.7 times its tokens on chain_sum) while every step stays right.
     A stand-in for the self-verification of long chains of thought, not their thousands of tokens."""
     lines = []
     for line in chain.splitlines():
