@@ -25,6 +25,9 @@ LESSONS = {
     "faithfulness": "05_length_and_faithfulness",
     "scaling": "06_test_time_scaling",
     "changes": "07_what_training_changed",
+    "rl_expansion": "08_does_rl_expand",
+    "objectives": "09_grpo_objectives",
+    "chain_forms": "10_what_in_a_chain_teaches",
 }
 # trained stage -> (lesson, training folder inside it); its adapter is that folder's final/
 TRAINING = {"sft": ("sft", "main"), "dpo": ("dpo", "train"), "grpo": ("grpo", "train")}

@@ -1,0 +1,202 @@
+"""Matched comparisons: which GRPO objectives coincide, budget checks, seed-level verdicts, and the
+chain-form datasets of notebook 10 (same questions and answers, only the chain changed)."""
+
+import json
+
+import pytest
+
+from cotlab import CotlabError
+from cotlab.chains import check_steps
+from cotlab.matched import (CHAIN_FORMS, OBJECTIVES, chain_datasets, changed_fraction, check_matched, matched_budget,
+                            mean_logged, objective_figure, objective_settings, pooled_paired, same_updates,
+                            seed_difference_verdict, sft_start, structure_verdict, trained_once, with_checks)
+from cotlab.prompts import think_completion
+from cotlab.stats import across_seeds, compare_paired
+
+CHAIN = "15 - 43 = -28\n-28 - 75 = -103\n-103 - 72 = -175"
+
+
+def gold_rows(n: int = 6) -> list[dict]:
+    rows = []
+    for i in range(n):
+        a, b, c = 10 + i, 3 + i, 7
+        chain = f"{a} + {b} = {a + b}\n{a + b} - {c} = {a + b - c}\n{a + b - c} * 2 = {2 * (a + b - c)}"
+        rows.append({"source_id": f"q{i}", "question": f"What is ({a} + {b} - {c}) * 2?", "answer": str(2 * (a + b - c)),
+                     "rationale": chain})
+    return rows
+
+
+# GRPO objectives ----------------------------------------------------------------------------------
+
+
+def test_objective_settings_name_trl_fields():
+    assert objective_settings("gspo") == {"loss_type": "grpo", "importance_sampling_level": "sequence"}
+    assert objective_settings("dr_grpo") == {"loss_type": "dr_grpo"}
+    with pytest.raises(CotlabError, match="unknown GRPO objective 'ppo'"):
+        objective_settings("ppo")
+
+
+def test_same_updates_groups_what_trl_computes_identically():
+    names = list(OBJECTIVES)
+    assert same_updates(names) == [["grpo", "gspo"], ["dr_grpo"], ["dapo", "bnpo"]]
+    # A second pass over the samples moves the ratios off 1: GSPO is no longer GRPO.
+    assert same_updates(names, num_iterations=2) == [["grpo"], ["dr_grpo"], ["dapo", "bnpo"], ["gspo"]]
+    # Accumulated or distributed batches: DAPO's global token count is no longer the local one.
+    assert same_updates(names, gradient_accumulation_steps=2) == [["grpo", "gspo"], ["dr_grpo"], ["dapo"], ["bnpo"]]
+    assert same_updates(["dapo", "bnpo"], world_size=2) == [["dapo"], ["bnpo"]]
+
+
+def test_matched_budget_allows_only_the_varied_fields():
+    from cotlab.recipes import GRPORecipe
+
+    common = {"model": "tiny-random", "max_steps": 3, "num_generations": 2, "per_device_train_batch_size": 4, "use_vllm": False}
+    recipes = {name: GRPORecipe(output_dir=f"/tmp/unused/{name}", seed=i, **common, **objective_settings(name))
+               for i, name in enumerate(OBJECTIVES)}
+    shared = matched_budget(recipes)
+    assert shared["max_steps"] == 3 and "loss_type" not in shared and "seed" not in shared
+    recipes["faster"] = GRPORecipe(output_dir="/tmp/unused/faster", learning_rate=1e-3, **common)
+    with pytest.raises(CotlabError, match="faster and grpo differ in learning_rate"):
+        matched_budget(recipes)
+    with pytest.raises(CotlabError, match="differ in loss_type"):
+        matched_budget({"a": recipes["grpo"], "b": recipes["dapo"]}, varying=())
+
+
+def test_mean_logged_takes_the_last_fraction_of_steps():
+    history = [{"step": s, "reward": float(s)} for s in range(1, 5)] + [{"step": 4, "loss": 1.0}]
+    assert mean_logged(history, "reward") == 2.5
+    assert mean_logged(history, "reward", 0.5) == 3.5
+    assert mean_logged(history, "entropy") is None
+
+
+def test_seed_difference_verdict_uses_the_t_interval_of_paired_seed_differences():
+    higher = seed_difference_verdict("grpo", "dapo", "accuracy", [0.50, 0.52, 0.55], [0.40, 0.41, 0.43], scale=100, unit=" points")
+    assert higher.startswith("grpo has higher accuracy than dapo") and "over 3 seeds" in higher
+    lower = seed_difference_verdict("dapo", "grpo", "accuracy", [0.40, 0.41, 0.43], [0.50, 0.52, 0.55])
+    assert lower.startswith("dapo has lower accuracy than grpo")
+    noisy = seed_difference_verdict("grpo", "dapo", "reward", [0.5, 0.2], [0.3, 0.4])
+    assert "no difference we can tell from seed-to-seed noise" in noisy
+    low, high = across_seeds([0.2, -0.2])["interval"]
+    assert f"{low:+.3g} to {high:+.3g}" in noisy
+    assert "single seed" in seed_difference_verdict("a", "b", "reward", [1.0], [0.5])
+    with pytest.raises(CotlabError):
+        seed_difference_verdict("a", "b", "reward", [1.0, 2.0], [0.5])
+
+
+def test_pooled_paired_pairs_each_question_of_each_seed():
+    a = {0: [{"id": "x", "correct": True}, {"id": "y", "correct": True}], 1: [{"id": "x", "correct": True}, {"id": "y", "correct": False}]}
+    b = {0: [{"id": "x", "correct": False}, {"id": "y", "correct": True}], 1: [{"id": "x", "correct": False}, {"id": "y", "correct": False}]}
+    pooled = pooled_paired(a, b, "gspo", "dapo")
+    assert (pooled["wins"], pooled["losses"], pooled["both_right"], pooled["both_wrong"], pooled["n"]) == (2, 0, 1, 1, 4)
+    with pytest.raises(CotlabError, match="same seeds"):
+        pooled_paired(a, {0: b[0]}, "gspo", "dapo")
+
+
+def test_objective_figure_is_written(tmp_path):
+    history = [{"step": s, "reward": s / 4, "completions/mean_length": 30 - s} for s in range(1, 4)]
+    accuracy = {"dapo": across_seeds([0.4, 0.5]), "gspo": across_seeds([0.45])}
+    objective_figure({"dapo": [history, history], "gspo": [history]}, ["reward", "completions/mean_length", "entropy"], accuracy,
+                     tmp_path / "o.png")
+    assert (tmp_path / "o.png").stat().st_size > 1000
+
+
+# The starting point -------------------------------------------------------------------------------
+
+
+class FakeRun:
+    def __init__(self, adapter=None):
+        self._adapter = adapter
+
+    def adapter(self, stage):
+        return self._adapter
+
+
+def test_sft_start_prefers_the_runs_adapter_then_an_earlier_fallback(tmp_path):
+    assert sft_start(FakeRun("/runs/sft/final"), "tiny-random", "rg:chain_sum", tmp_path / "sft", 1) == (
+        "/runs/sft/final", "the run's SFT adapter (notebook 02)")
+    (tmp_path / "sft" / "final").mkdir(parents=True)
+    (tmp_path / "sft" / "final" / "adapter_config.json").write_text("{}")
+    adapter, said = sft_start(FakeRun(), "tiny-random", "rg:chain_sum", tmp_path / "sft", 1)
+    assert adapter == str(tmp_path / "sft" / "final") and "earlier" in said
+
+
+def test_trained_once_reads_a_finished_run_back(tmp_path):
+    class Recipe:
+        output_dir = str(tmp_path)
+
+    calls = []
+    train = lambda recipe, data: calls.append(data) or {"output": "new"}  # noqa: E731
+    assert trained_once(train, Recipe, [1]) == {"output": "new"} and calls == [[1]]
+    (tmp_path / "metrics.json").write_text(json.dumps({"output": "old"}))
+    assert trained_once(train, Recipe, [2]) == {"output": "old"} and calls == [[1]]
+
+
+# Chain forms --------------------------------------------------------------------------------------
+
+
+def test_with_checks_doubles_the_chain_and_keeps_every_step_right():
+    long = with_checks(CHAIN)
+    assert long.splitlines()[:2] == ["15 - 43 = -28", "check: -28 + 43 = 15"]
+    assert len(long.splitlines()) == 6 and check_steps(long) == []
+    assert with_checks("3 * 4 = 12").splitlines()[1] == "check: 12 / 4 = 3"
+    assert with_checks("1 + 2 + 3 = 6") == "1 + 2 + 3 = 6"  # three numbers: no single step to undo
+    assert with_checks("1 / 3 = 0.5") == "1 / 3 = 0.5"  # not whole numbers: not checked
+
+
+def test_chain_datasets_share_questions_and_answers_and_change_only_the_chain():
+    rows = gold_rows()
+    sets = chain_datasets(rows, list(CHAIN_FORMS), seed=0)
+    assert check_matched(sets) == len(rows)
+    for form, edited in sets.items():
+        for row, gold, gold_row in zip(edited, rows, sets["gold"]):
+            assert row["prompt"] == gold_row["prompt"]
+            assert row["final_answer"] == gold["answer"] and row["source_id"] == gold["source_id"] and row["form"] == form
+            assert row["completion"][0]["content"].endswith(f"<answer>{gold['answer']}</answer>")
+    assert sets["gold"][0]["completion"][0]["content"] == think_completion(rows[0]["rationale"], rows[0]["answer"])
+    assert all(check_steps(r["completion"][0]["content"]) for r in sets["wrong_numbers"])
+    assert all(check_steps(r["completion"][0]["content"]) == [] for r in sets["long"])
+    assert sets["answer_only"][0]["completion"][0]["content"].startswith("<think>\n\n</think>")
+    assert changed_fraction(sets["short"], sets["gold"]) == 0.0  # bare calculations: the short form is the chain
+    assert changed_fraction(sets["shuffled"], sets["gold"]) == 1.0
+    assert chain_datasets(rows, ["wrong_numbers"], seed=0) == chain_datasets(rows, ["wrong_numbers"], seed=0)
+    assert chain_datasets(rows, ["shuffled"], seed=0) != chain_datasets(rows, ["shuffled"], seed=1)
+
+
+def test_a_row_no_form_can_edit_is_dropped_from_every_set():
+    rows = gold_rows(3) + [{"source_id": "prose", "question": "Q?", "answer": "4", "rationale": "It is four."}]
+    sets = chain_datasets(rows, ["gold", "wrong_numbers"])
+    assert [r["source_id"] for r in sets["gold"]] == [r["source_id"] for r in sets["wrong_numbers"]] == ["q0", "q1", "q2"]
+    with pytest.raises(CotlabError, match="unknown chain form"):
+        chain_datasets(rows, ["gold", "reversed"])
+    with pytest.raises(CotlabError, match="no gold row"):
+        chain_datasets(rows[-1:], ["wrong_numbers"])
+
+
+def test_check_matched_refuses_sets_with_different_questions():
+    sets = chain_datasets(gold_rows(), ["gold", "shuffled"])
+    sets["shuffled"] = sets["shuffled"][::-1]
+    with pytest.raises(CotlabError, match="shuffled and gold"):
+        check_matched(sets)
+
+
+def outcomes(pattern: str) -> list[dict]:
+    return [{"id": f"q{i}", "correct": c == "1"} for i, c in enumerate(pattern)]
+
+
+GOLD = outcomes("1" * 30)
+SAME = outcomes("1" * 29 + "0")
+WORSE = outcomes("0" * 12 + "1" * 18)
+
+
+def versus_gold(**runs) -> dict:
+    return {form: compare_paired(rows, GOLD, a=form, b="gold") for form, rows in runs.items()}
+
+
+def test_structure_verdict_follows_which_edit_costs_accuracy():
+    agrees = structure_verdict(versus_gold(wrong_numbers=SAME, shuffled=WORSE, deleted=SAME))
+    assert agrees.startswith("As *LLMs Can Easily Learn") and "shuffled cost accuracy" in agrees
+    flipped = structure_verdict(versus_gold(wrong_numbers=WORSE, shuffled=SAME, deleted=SAME))
+    assert flipped.startswith("Unlike *LLMs Can Easily Learn")
+    both = structure_verdict(versus_gold(wrong_numbers=WORSE, shuffled=WORSE, deleted=WORSE))
+    assert both.startswith("Both mattered here") and "shuffled and deleted" in both
+    assert structure_verdict(versus_gold(wrong_numbers=SAME, shuffled=SAME)).startswith("No edit's cost can be told from noise")
+    assert "needs a wrong_numbers run" in structure_verdict(versus_gold(shuffled=WORSE))
