@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.evaluate import majority_vote, pass_at_k
-from cotlab.stats import accuracy_phrase, compare_paired, difference_verdict, mcnemar_exact, paired_verdict
+from cotlab.stats import accuracy_phrase, compare_paired, difference_verdict, mcnemar_exact, paired_verdict, wilson_interval
 
 # Length -------------------------------------------------------------------------------------------
 
@@ -248,6 +248,27 @@ def probe_sentence(label: str, probes: dict) -> str:
     else:
         parts.append("the paraphrase changed no chain (no arithmetic step to reword)")
     return "; ".join(parts) + "."
+
+
+def own_chains(rows: list[dict], by_id: dict, limit: int) -> list[tuple]:
+    """(record, chain) for a stage's own correct, closed chains in its evaluation rows, at most `limit`."""
+    found = [(by_id[r["id"]], think_part(r["completion"])) for r in rows if r["correct"] and think_part(r["completion"])]
+    return found[:limit]
+
+
+def probe_chain_sets(answer, chain_sets: dict[str, list[tuple]], fractions, seed: int = 0, min_chains: int = 3) -> dict:
+    """Early answering and the three probes on each named set of (record, chain) pairs, for one
+    model's `answer`: {label: {"curve": ..., "probes": ...}}.  A set with fewer than `min_chains`
+    chains is skipped (listed under "skipped" with its size): a rate over one or two chains says nothing."""
+    results: dict = {"skipped": {}}
+    for label, pairs in chain_sets.items():
+        if len(pairs) < min_chains:
+            results["skipped"][label] = len(pairs)
+            continue
+        records, chains = [p[0] for p in pairs], [p[1] for p in pairs]
+        results[label] = {"curve": early_answering(answer, records, chains, fractions),
+                          "probes": faithfulness_probes(answer, records, chains, seed)}
+    return results
 
 
 # Test-time scaling ---------------------------------------------------------------------------------
@@ -526,6 +547,18 @@ def star_sentence(rescued: int, attempted: int) -> str:
                 "wrote no chain that reaches it and passes the filters.")
     return (f"STaR rationalised {rescued} of {attempted} unsolved questions ({accuracy_phrase(rescued, attempted)}): "
             "with the answer given, the model wrote a verified chain for them.")
+
+
+def self_teaching_sentence(covered: int, questions: int) -> str:
+    """How many sampled questions got at least one verified chain, with its Wilson interval; 'a
+    poor teacher of itself' only when even the interval's upper end is below half the questions."""
+    low, high = wilson_interval(covered, questions)
+    share = accuracy_phrase(covered, questions)
+    if high < 0.5:
+        return (f"Self-distillation gave a verified chain for {covered} of {questions} questions ({share}): a small model is "
+                "a poor teacher of itself here, as the distillation papers' use of much larger teachers suggests; notebook 02 "
+                "therefore trains mainly on the gold set.")
+    return f"Self-distillation gave a verified chain for {covered} of {questions} questions ({share})."
 
 
 def halves(log_history: list[dict], key: str) -> tuple[float, float] | None:

@@ -9,7 +9,7 @@ from cotlab import CotlabError
 from cotlab.analysis import (accuracy_by_length, chain_effect_verdict, corrupt_step, cot_scale_sentence, early_answering,
                              faithfulness_probes, filler_chain, forgetting, gold_answer_logprob, halves, length_verdict,
                              logprob_change_verdict, lora_delta_norms, majority_rows, margin_sentence, model_answerer,
-                             norms_by, paper_claim_sentence, parameter_phrase, probe_sentence, recipe_match,
+                             norms_by, own_chains, paper_claim_sentence, probe_chain_sets, self_teaching_sentence, parameter_phrase, probe_sentence, recipe_match,
                              sampling_vs_training_sentence, scaling_curve, scaling_sentence, score_points,
                              squeezing_sentence, star_sentence, think_part, training_points, truncate_chain,
                              update_comparison)
@@ -279,3 +279,21 @@ def test_score_points_scores_the_base_model(tiny):
     scored = score_points("tiny-random", [("base", 0, None)], {"in": [RECORD], "other": [RECORD, RECORD]})
     assert scored[0]["label"] == "base" and len(scored[0]["scores"]["other"]) == 2
     assert scored[0]["mean"]["in"] == pytest.approx(scored[0]["scores"]["other"][0], abs=1e-4)
+
+
+def test_self_teaching_sentence_claims_a_poor_teacher_only_from_the_interval():
+    assert "poor teacher of itself" in self_teaching_sentence(2, 32)
+    assert "poor teacher" not in self_teaching_sentence(2, 4)  # 2 of 4: the interval reaches past a half
+    assert self_teaching_sentence(2, 4).startswith("Self-distillation gave a verified chain for 2 of 4 questions (50%")
+
+
+def test_probe_chain_sets_on_gold_and_own_chains():
+    rows = [{"id": "q", "correct": True, "completion": f"<think>{CHAIN}</think><answer>44</answer>"},
+            {"id": "q", "correct": False, "completion": "<think>x</think>"}]
+    own = own_chains(rows, {"q": RECORD}, limit=5)
+    assert own == [(RECORD, CHAIN)]
+    results = probe_chain_sets(last_number_answerer, {"sft (gold chains)": [(RECORD, CHAIN)] * 3, "sft (own chains)": own},
+                               fractions=(0.0, 1.0))
+    assert results["skipped"] == {"sft (own chains)": 1}
+    assert results["sft (gold chains)"]["probes"]["corrupted"]["changed"] == 3
+    assert [p["accuracy"] for p in results["sft (gold chains)"]["curve"]] == [0.0, 1.0]
