@@ -5,8 +5,13 @@ folder, so notebooks 05-07 work on any run directory and the tests on small know
 
 Faithfulness probes follow *Measuring Faithfulness in Chain-of-Thought Reasoning* (Lanham et al.,
 2023: early answering, adding mistakes, filler tokens, paraphrasing) and *Making Reasoning Matter*
-(Paul et al., 2024: does the answer follow the chain?).  Each probe edits the model's own chain,
-then forces an answer after it; the question is whether the answer moves with the chain.
+(Paul et al., 2024: does the answer follow the chain?).  Each probe edits a given chain (every
+stage the same gold chains, so stages compare; a stage's own chains separately), then forces an
+answer after it; the question is whether the answer moves with the chain.
+
+Every "what we saw" sentence a lesson prints comes from a function here (or `cotlab.stats`), from
+the numbers above it: accuracies with Wilson intervals, two stages on the same questions by the
+exact McNemar test, a direction claimed only when the test says so.
 """
 
 from __future__ import annotations
@@ -529,12 +534,12 @@ def cot_scale_sentence(parameters: int, comparisons: list[dict], alpha: float = 
     positively impact performance for small models' and helps only near 100B parameters."""
     size = parameter_phrase(parameters)
     helped = [c for c in comparisons if c["p_value"] < alpha and c["wins"] > c["losses"]]
-    paper = ("*Chain-of-Thought Prompting Elicits Reasoning in Large Language Models* reports no gain from "
-             "chain-of-thought prompting for small models, gains only near 100B parameters")
+    paper = ("*Chain-of-Thought Prompting Elicits Reasoning in Large Language Models*: no gain from chain-of-thought "
+             "prompting for small models, gains only near 100B parameters")
     if helped:
         styles = ", ".join(c["a"] for c in helped)
-        return f"At {size} parameters, {styles} beat direct answering beyond noise: unlike {paper}."
-    return f"At {size} parameters no chain-of-thought prompt beat direct answering beyond noise, as {paper}."
+        return f"At {size} parameters, {styles} beat direct answering beyond noise, unlike the report of {paper}."
+    return f"At {size} parameters no chain-of-thought prompt beat direct answering beyond noise, in line with {paper}."
 
 
 def star_sentence(rescued: int, attempted: int) -> str:

@@ -209,7 +209,7 @@ def test_lesson_sentences_follow_the_numbers():
     won = compare_paired([{"id": i, "correct": True} for i in range(12)], [{"id": i, "correct": False} for i in range(12)],
                          a="few_shot_cot", b="direct")
     tie = compare_paired([{"id": 0, "correct": True}], [{"id": 0, "correct": False}], a="zero_shot_cot", b="direct")
-    assert "few_shot_cot beat direct answering beyond noise: unlike" in cot_scale_sentence(134_515_008, [won, tie])
+    assert "few_shot_cot beat direct answering beyond noise, unlike" in cot_scale_sentence(134_515_008, [won, tie])
     assert "no chain-of-thought prompt beat direct" in cot_scale_sentence(134_515_008, [tie]) and "135M" in cot_scale_sentence(134_515_008, [tie])
     assert "nothing to rationalise" in star_sentence(0, 0)
     assert "none of the 5" in star_sentence(0, 5) and "with the answer given" in star_sentence(0, 5)
