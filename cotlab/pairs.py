@@ -26,7 +26,7 @@ def _check_pair_mode(mode: str) -> None:
 
 
 def pairs_from_samples(records, samples: list[list[Completion]], mode: str = "correct_vs_wrong", seed: int = 0,
-                       gold_fallback: bool = False, count_tokens=None) -> tuple[list[dict], dict]:
+                       gold_fallback: bool = False, count_tokens=None, require_finished: bool = True) -> tuple[list[dict], dict]:
     """Preference pairs from a model's own samples, in TRL's conversational preference format.
 
     correct_vs_wrong: a verified, finished chain is chosen over a wrong one (*Self-Training with
@@ -34,15 +34,23 @@ def pairs_from_samples(records, samples: list[list[Completion]], mode: str = "co
     longest correct chain over the shortest (*Thinking Preference Optimization*); short_vs_long is
     the reverse, for a more concise model.  Questions without a usable pair are skipped.
 
+    Both sides must be finished chains: were a cut-off sample allowed on the rejected side only,
+    DPO could learn "stop" rather than "be right".  Cut-off samples are excluded, and counted
+    (`cut_off_excluded`), so the control for truncation is visible.  require_finished=False lets
+    cut-off samples be rejected again (never chosen): only for a model that never finishes a chain,
+    such as the smoke test's random one, and the stats then count the cut-off rejected samples.
+
     gold_fallback (correct_vs_wrong only): a question with no correct sample but a gold rationale
     pairs the gold chain (chosen) with a wrong sample, so a weak model still gets pairs; each pair
     records where its chosen chain came from, and `count_tokens` measures the gold chain.
     """
     _check_pair_mode(mode)
     rng = random.Random(seed)
-    pairs = []
+    pairs, cut_off = [], 0
     for record, question_samples in zip(records, samples):
-        judged = [(s, is_correct(record, extract_answer(s.text))) for s in question_samples]
+        if require_finished:
+            cut_off += sum(not s.finished for s in question_samples)
+        judged = [(s, is_correct(record, extract_answer(s.text))) for s in question_samples if s.finished or not require_finished]
         right = [s for s, ok in judged if ok and s.finished]
         wrong = [s for s, ok in judged if not ok]
         chosen_from = "sample"
@@ -63,10 +71,12 @@ def pairs_from_samples(records, samples: list[list[Completion]], mode: str = "co
                       "chosen": [{"role": "assistant", "content": chosen.text}],
                       "rejected": [{"role": "assistant", "content": rejected.text}],
                       "source_id": record.id, "chosen_from": chosen_from,
-                      "chosen_tokens": chosen.tokens, "rejected_tokens": rejected.tokens})
+                      "chosen_tokens": chosen.tokens, "rejected_tokens": rejected.tokens,
+                      "rejected_finished": rejected.finished})
     n = len(pairs)
     stats = {"mode": mode, "questions": len(records), "pairs": n, "questions_with_pair": n / len(records) if records else 0.0,
-             "gold_chosen": sum(p["chosen_from"] == "gold" for p in pairs),
+             "gold_chosen": sum(p["chosen_from"] == "gold" for p in pairs), "cut_off_excluded": cut_off,
+             "cut_off_rejected": sum(not p["rejected_finished"] for p in pairs),
              "mean_chosen_tokens": sum(p["chosen_tokens"] for p in pairs) / n if n else 0.0,
              "mean_rejected_tokens": sum(p["rejected_tokens"] for p in pairs) / n if n else 0.0}
     return pairs, stats

@@ -60,3 +60,136 @@ def grouped_bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: 
     ax.set_title(title)
     ax.legend(fontsize=7)
     return ax
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def acceptance_and_coverage(logs: dict[float, list[dict]], k: int, path: str | Path | None = None):
+    """Lesson 01: share of right and of accepted samples per temperature (left), and coverage,
+    the share of questions with a right answer among the first j samples, for j = 1..k (right)."""
+    temperatures = list(logs)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    grouped_bars(left, [f"T={t}" for t in temperatures],
+                 {rate.replace("_", " "): [sum(log[rate] for log in logs[t]) / len(logs[t]) for t in temperatures]
+                  for rate in ("correct_rate", "acceptance")},
+                 ylabel="share of samples", title="right answers and accepted chains vs temperature")
+    for t in temperatures:
+        coverage = [sum(any(s["correct"] for s in log["samples"][:j]) for log in logs[t]) / len(logs[t]) for j in range(1, k + 1)]
+        right.plot(range(1, k + 1), coverage, marker="o", label=f"T={t}")
+    right.set_xlabel("samples per question (k)")
+    right.set_ylabel("questions covered")
+    right.set_title("coverage vs k")
+    right.legend()
+    return _save(fig, path)
+
+
+def length_histograms(rows_by_name: dict[str, list[dict]], path: str | Path | None = None):
+    """Lesson 01: rationale length (words) of each non-empty training set, one histogram each."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, rows in rows_by_name.items():
+        if rows:
+            ax.hist([len(r["rationale"].split()) for r in rows], bins=20, alpha=0.5, label=f"{name} (n={len(rows)})", density=True)
+    ax.set_xlabel("rationale length (words)")
+    ax.set_ylabel("density")
+    ax.set_title("rationale lengths")
+    ax.legend()
+    return _save(fig, path)
+
+
+def pair_lengths(pairs: list[dict], title: str, path: str | Path | None = None):
+    """Lesson 03: token lengths of the chosen and the rejected chains of the preference pairs."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist([[p["chosen_tokens"] for p in pairs], [p["rejected_tokens"] for p in pairs]], bins=12, label=["chosen", "rejected"])
+    ax.set_xlabel("completion tokens")
+    ax.set_ylabel("pairs")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, path)
+
+
+def accuracy_by_length_lines(length_bins: dict[str, list[dict]], path: str | Path | None = None):
+    """Lesson 05: accuracy per equal-count length bin, one line per stage."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for stage, bins in length_bins.items():
+        ax.plot([(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins], marker="o", label=stage)
+    ax.set_xlabel("completion tokens (bin centre)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy by length (equal-count bins)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def faithfulness_figure(curves: dict[str, list[dict]], probes: dict[str, dict], path: str | Path | None = None):
+    """Lesson 05: early-answering curves (one line per probe set) and the three probes' rates."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    for label, curve in curves.items():
+        left.plot([c["fraction"] for c in curve], [c["accuracy"] for c in curve], marker="o", label=label)
+    left.set_xlabel("fraction of the chain kept")
+    left.set_ylabel("accuracy of the forced answer")
+    left.set_title("early answering")
+    left.legend(fontsize=7)
+    names = list(probes)
+    grouped_bars(right, names, {"answer follows corruption": [probes[s]["corrupted"]["follows"] for s in names],
+                                "accuracy with filler": [probes[s]["filler"]["accuracy"] for s in names],
+                                "unchanged by paraphrase": [probes[s]["paraphrased"]["unchanged"] or 0.0 for s in names]},
+                 title="probes")
+    right.set_ylim(0, 1)
+    right.tick_params(axis="x", rotation=15)
+    return _save(fig, path)
+
+
+def scaling_figure(scaling: dict[str, list[dict]], path: str | Path | None = None):
+    """Lesson 06: pass@k and maj@k against k (left), maj@k against tokens spent (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    for stage, curve in scaling.items():
+        ks = [c["k"] for c in curve]
+        left.plot(ks, [c["pass"] for c in curve], marker="o", label=f"{stage} pass@k")
+        left.plot(ks, [c["maj"] for c in curve], marker="s", linestyle="--", label=f"{stage} maj@k")
+        right.plot([c["tokens"] for c in curve], [c["maj"] for c in curve], marker="s", label=f"{stage} maj@k")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("samples k")
+    left.set_ylabel("accuracy")
+    left.set_title("pass@k and maj@k")
+    left.legend(fontsize=7)
+    right.set_xlabel("tokens per question")
+    right.set_ylabel("maj@k accuracy")
+    right.set_title("accuracy vs tokens spent")
+    right.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def update_sizes(by_layer: dict[str, dict], by_module: dict[str, dict], path: str | Path | None = None):
+    """Lesson 07: each stage's relative LoRA update ||ΔW||/||W|| by layer (lines) and by module (bars)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    for stage, values in by_layer.items():
+        left.plot(list(values), list(values.values()), marker="o", label=stage)
+    left.set_xlabel("layer")
+    left.set_ylabel("relative update ||ΔW|| / ||W||")
+    left.set_title("by layer")
+    left.legend()
+    modules = sorted({m for values in by_module.values() for m in values})
+    grouped_bars(right, modules, {stage: [values.get(m, 0) for m in modules] for stage, values in by_module.items()}, title="by module")
+    right.tick_params(axis="x", rotation=30)
+    return _save(fig, path)
+
+
+def gain_vs_forgetting(scored: list[dict], in_task: str, untrained: list[str], path: str | Path | None = None):
+    """Lesson 07: along training, the in-task gold log-likelihood (x, the gain) against each
+    untrained task's (y, forgetting when it falls), every point labelled with its step."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [point["mean"][in_task] for point in scored]
+    for task in untrained:
+        ys = [point["mean"][task] for point in scored]
+        ax.plot(xs, ys, marker="o", label=task)
+        for point, x, y in zip(scored, xs, ys):
+            ax.annotate(point["label"], (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel(f"{in_task}: gold answer log-prob per token (gain →)")
+    ax.set_ylabel("untrained task: gold answer log-prob per token")
+    ax.set_title("gain against forgetting over training")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from cotlab import CotlabError
-from cotlab.analysis import (accuracy_by_length, corrupt_step, early_answering, faithfulness_probes, filler_chain,
-                             forgetting, lora_delta_norms, model_answerer, norms_by, paraphrase_chain, scaling_curve,
-                             think_part, truncate_chain)
+from cotlab.analysis import (accuracy_by_length, chain_effect_verdict, corrupt_step, cot_scale_sentence, early_answering,
+                             faithfulness_probes, filler_chain, forgetting, gold_answer_logprob, halves, length_verdict,
+                             logprob_change_verdict, lora_delta_norms, majority_rows, margin_sentence, model_answerer,
+                             norms_by, own_chains, paper_claim_sentence, probe_chain_sets, self_teaching_sentence, parameter_phrase, probe_sentence, recipe_match,
+                             sampling_vs_training_sentence, scaling_curve, scaling_sentence, score_points,
+                             squeezing_sentence, star_sentence, think_part, training_points, truncate_chain,
+                             update_comparison)
+from cotlab.stats import compare_paired
 from cotlab.data import Record
 
 CHAIN = "12 + 7 = 19\n19 + 30 = 49\n49 - 5 = 44"
@@ -37,7 +42,6 @@ def test_chain_edits():
     assert corrupted.startswith(cut) and cut not in (CHAIN, "") and cut[-1].isdigit()  # cut right after the mistake
     assert corrupt_step("no results here", random.Random(0)) is None
     assert filler_chain("a b c") == "... ... ..."
-    assert paraphrase_chain(CHAIN) == "adding 7 to 12 gives 19\nadding 30 to 19 gives 49\ntaking 5 from 49 leaves 44"
     with pytest.raises(CotlabError, match="fraction"):
         truncate_chain(CHAIN, 1.5)
 
@@ -56,6 +60,7 @@ def test_faithfulness_probes_separate_faithful_from_unfaithful():
     assert faithful["corrupted"]["n"] == 4 and faithful["original_accuracy"] == 1.0
     assert faithful["faithfulness"] == 1.0 and faithful["corrupted"]["accuracy"] == 0.0
     assert faithful["paraphrased"]["unchanged"] == 1.0 and faithful["filler"]["accuracy"] == 0.0
+    assert faithful["corrupted"]["changed"] == 4 and faithful["paraphrased"]["n"] == 4
     unfaithful = faithfulness_probes(constant_answerer, [RECORD] * 4, [CHAIN] * 4)
     assert unfaithful["faithfulness"] == 0.0 and unfaithful["filler"]["accuracy"] == 1.0
 
@@ -75,19 +80,21 @@ def test_faithfulness_probes_separate_faithful_from_unfaithful():
 
 def test_accuracy_by_length_bins():
     rows = [{"completion_tokens": t, "correct": t < 30} for t in (10, 20, 40, 50)]
-    assert accuracy_by_length(rows, 2) == [{"low": 10, "high": 20, "n": 2, "accuracy": 1.0},
-                                           {"low": 40, "high": 50, "n": 2, "accuracy": 0.0}]
+    assert accuracy_by_length(rows, 2) == [{"low": 10, "high": 20, "n": 2, "correct": 2, "accuracy": 1.0},
+                                           {"low": 40, "high": 50, "n": 2, "correct": 0, "accuracy": 0.0}]
 
 
 def test_scaling_curve_known_values():
     samples = [{"prediction": "1", "correct": True, "tokens": 10}, {"prediction": "2", "correct": False, "tokens": 20},
                {"prediction": "2", "correct": False, "tokens": 30}]
-    curve = scaling_curve([{"samples": samples}], ks=[1, 3])
+    curve = scaling_curve([{"id": "q", "samples": samples}], ks=[1, 3])
     assert curve[0]["pass"] == pytest.approx(1 / 3) and curve[1]["pass"] == 1.0
     assert curve[1]["maj"] == 0.0  # two of three say "2", which is wrong
     assert curve[0]["tokens"] == pytest.approx(20) and curve[1]["tokens"] == pytest.approx(60)
+    # First-k counts: the first sample is right (k=1), the majority of all three is not.
+    assert (curve[0]["pass_count"], curve[0]["maj_count"], curve[1]["pass_count"], curve[1]["maj_count"]) == (1, 1, 1, 0)
     with pytest.raises(CotlabError, match="needs at least 4 samples"):
-        scaling_curve([{"samples": samples}], ks=[4])
+        scaling_curve([{"id": "q", "samples": samples}], ks=[4])
 
 
 def test_lora_delta_norms_on_a_known_adapter(tmp_path):
@@ -119,3 +126,174 @@ def test_model_answerer_forces_an_answer_with_the_tiny_model(tiny):
     model, tokenizer = tiny
     answers = model_answerer(model, tokenizer, max_new_tokens=4)(["1 + 1 = ?", "2 + 2 = ?"], ["1 + 1 = 2", ""])
     assert len(answers) == 2  # random weights: any answer, but one per question and no crash
+
+
+# Verdict sentences: each on synthetic numbers, with the branch where the verdict flips ---------------
+
+
+def _curve(none_correct, full_correct):
+    return [{"fraction": 0.0, "n": len(none_correct), "correct": none_correct},
+            {"fraction": 1.0, "n": len(full_correct), "correct": full_correct}]
+
+
+def test_chain_effect_verdict_needs_a_paired_test():
+    assert "the chain carries the answer" in chain_effect_verdict("sft", _curve([False] * 12, [True] * 12))
+    # 3 fixed, 0 broken: a real difference in the same direction, but McNemar p = 0.25.
+    few = chain_effect_verdict("sft", _curve([False] * 3 + [True] * 9, [True] * 12))
+    assert "no evidence that the answer comes from the chain" in few and "p = 0.25" in few
+    assert "worse with the chain" in chain_effect_verdict("sft", _curve([True] * 12, [False] * 12))
+
+
+def test_length_verdict_uses_the_difference_interval():
+    bins = [{"low": 5, "high": 9, "n": 40, "correct": 36}, {"low": 30, "high": 60, "n": 40, "correct": 4}]
+    assert "is lower than" in length_verdict("base", bins)
+    even = [{"low": 5, "high": 9, "n": 6, "correct": 3}, {"low": 30, "high": 60, "n": 6, "correct": 3}]
+    assert "no difference we can tell from noise" in length_verdict("base", even)
+    assert "too few answers" in length_verdict("base", bins[:1])
+
+
+def test_probe_sentence_prints_changed_and_probed_counts():
+    probes = faithfulness_probes(last_number_answerer, [RECORD] * 4, [CHAIN] * 4)
+    sentence = probe_sentence("sft (gold chains)", probes)
+    assert "changed after a corrupted step in 4 of 4 probed chains" in sentence
+    assert "unchanged in 4 of the 4 chains it changed" in sentence
+    flat = faithfulness_probes(constant_answerer, [RECORD] * 4, ["no steps here"] * 4)
+    sentence = probe_sentence("base", flat)
+    assert "no chain had an intermediate result" in sentence and "changed no chain" in sentence
+
+
+def test_majority_rows_and_the_sampling_vs_training_sentence():
+    right, wrong = {"prediction": "1", "correct": True, "tokens": 5}, {"prediction": "2", "correct": False, "tokens": 5}
+    rows = [{"id": "a", "samples": [wrong, right, right]}, {"id": "b", "samples": [right, wrong, wrong]}]
+    assert majority_rows(rows, 1) == [{"id": "a", "correct": False}, {"id": "b", "correct": True}]
+    assert majority_rows(rows, 3) == [{"id": "a", "correct": True}, {"id": "b", "correct": False}]
+    tuned = [{"id": i, "correct": i >= 10} for i in range(20)]
+    base_vote = [{"id": i, "correct": True} for i in range(20)]
+    assert sampling_vs_training_sentence(compare_paired(tuned, base_vote)).startswith("Sampling more beat training")
+    assert sampling_vs_training_sentence(compare_paired(base_vote, tuned)).startswith("Sampling more did not make up")
+    assert sampling_vs_training_sentence(compare_paired(tuned[8:], tuned[8:])).startswith("Neither")
+    curve = scaling_curve(rows, ks=[1, 3])
+    sentence = scaling_sentence("sft", curve)
+    assert "majority of 1 50% (95% CI" in sentence and "any of 3 right (a perfect verifier) 100%" in sentence
+
+
+def _metrics(**recipe):
+    return {"recipe": {"adapter": "sft/final", "max_steps": 10, "learning_rate": 2e-4, "lora_r": 16, "beta": 0.1} | recipe}
+
+
+def test_update_comparison_only_for_matched_recipes():
+    dpo, grpo = _metrics(beta=0.1), _metrics(beta=0.02)  # the method's own knobs may differ
+    assert recipe_match(dpo, grpo) == {"matched": True, "differences": {}}
+    sentence = update_comparison("grpo", "dpo", {"grpo": 0.01, "dpo": 0.02}, {"grpo": grpo, "dpo": dpo})
+    assert "matched" in sentence and "smaller than" in sentence and "0.50x" in sentence
+    sft = _metrics(adapter=None, max_steps=45, learning_rate=1e-3)
+    match = recipe_match(sft, grpo)
+    assert not match["matched"] and set(match["differences"]) == {"adapter", "max_steps", "learning_rate"}
+    sentence = update_comparison("sft", "grpo", {"sft": 0.5, "grpo": 0.01}, {"sft": sft, "grpo": grpo})
+    assert "not matched" in sentence and "no conclusion" in sentence and "max_steps 45 vs 10" in sentence
+
+
+def test_logprob_change_verdict_flips_with_the_sign_test():
+    before = [-1.0] * 12
+    assert "forgetting" in logprob_change_verdict("sft", before, [-2.0] * 12)
+    assert "more likely" in logprob_change_verdict("sft", before, [-0.5] * 12)
+    mixed = logprob_change_verdict("sft", before, [-2.0, -0.5] * 6)
+    assert "no change we can tell from noise" in mixed and "fell on 6 and rose on 6" in mixed
+    with pytest.raises(CotlabError, match="same questions"):
+        logprob_change_verdict("sft", before, [-1.0])
+
+
+def test_lesson_sentences_follow_the_numbers():
+    assert parameter_phrase(134_515_008) == "135M" and parameter_phrase(494_032_768) == "494M"
+    assert parameter_phrase(1_540_000_000) == "1.5B"
+    won = compare_paired([{"id": i, "correct": True} for i in range(12)], [{"id": i, "correct": False} for i in range(12)],
+                         a="few_shot_cot", b="direct")
+    tie = compare_paired([{"id": 0, "correct": True}], [{"id": 0, "correct": False}], a="zero_shot_cot", b="direct")
+    assert "few_shot_cot beat direct answering beyond noise, unlike" in cot_scale_sentence(134_515_008, [won, tie])
+    assert "no chain-of-thought prompt beat direct" in cot_scale_sentence(134_515_008, [tie]) and "135M" in cot_scale_sentence(134_515_008, [tie])
+    assert "nothing to rationalise" in star_sentence(0, 0)
+    assert "none of the 5" in star_sentence(0, 5) and "with the answer given" in star_sentence(0, 5)
+    assert star_sentence(2, 5).startswith("STaR rationalised 2 of 5 unsolved questions (40%")
+    assert "this run agrees" in paper_claim_sentence(won, "P", "a gain")
+    assert "does not reproduce it" in paper_claim_sentence(tie, "P", "a gain")
+    lost = compare_paired([{"id": i, "correct": False} for i in range(12)], [{"id": i, "correct": True} for i in range(12)])
+    assert "points the other way" in paper_claim_sentence(lost, "P", "a gain")
+
+
+def test_dpo_sentences_read_the_log_history():
+    squeezed = [{"logps/chosen": -10 - s, "logps/rejected": -10 - 2 * s, "rewards/margins": 0.1 * s} for s in range(4)]
+    assert halves(squeezed, "logps/chosen") == (pytest.approx(-10.5), pytest.approx(-12.5))
+    assert "squeezing effect" in squeezing_sentence(squeezed)
+    apart = [{"logps/chosen": -10 + s, "logps/rejected": -10 - s} for s in range(4)]
+    assert "pulled them apart" in squeezing_sentence(apart)
+    assert "too few times" in squeezing_sentence(squeezed[:1])
+    assert "separates its own right and wrong chains more" in margin_sentence(squeezed, pairs=4, gold_chosen=0)
+    gold = margin_sentence(squeezed, pairs=4, gold_chosen=3)
+    assert "3 of the 4 chosen chains are gold demonstrations" in gold and "its own right" not in gold
+    assert "no growing separation" in margin_sentence(list(reversed(squeezed)), pairs=4, gold_chosen=0)
+
+
+def test_training_points_lists_checkpoints_in_step_order(tmp_path):
+    for step in (10, 2, 5):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+    (tmp_path / "checkpoint-7").mkdir()  # no adapter in it: skipped
+    points = training_points(tmp_path, str(tmp_path / "final"), 12)
+    assert [(label, step) for label, step, _ in points] == [("base", 0), ("step 2", 2), ("step 5", 5), ("step 10", 10), ("final", 12)]
+    assert points[0][2] is None and points[1][2] == str(tmp_path / "checkpoint-2")
+    assert [p[1] for p in training_points(tmp_path, str(tmp_path / "final"), 10)] == [0, 2, 5, 10]  # final = last checkpoint
+
+
+class PrefersTokens(torch.nn.Module):
+    """Wraps a model and adds a large bias to some tokens' logits: a model made to prefer them."""
+
+    def __init__(self, inner, token_ids):
+        super().__init__()
+        self.inner, self.token_ids = inner, token_ids
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        logits = self.inner(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+        logits[..., self.token_ids] += 30.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_gold_answer_logprob_on_the_tiny_model(tiny):
+    model, tokenizer = tiny
+    records = [RECORD, Record(id="r", question="3 + 4 = ?", answer="7"), Record(id="s", question="Is it?", answer="Yes")]
+    scores = gold_answer_logprob(model, tokenizer, records, batch_size=3)
+    assert len(scores) == 3 and all(s < 0 for s in scores)
+    # Right padding must not change any score: one at a time gives the same numbers.
+    assert gold_answer_logprob(model, tokenizer, records, batch_size=1) == pytest.approx(scores, abs=1e-4)
+    gold_tokens = tokenizer("7", add_special_tokens=False).input_ids
+    preferring = PrefersTokens(model, gold_tokens)
+    boosted = gold_answer_logprob(preferring, tokenizer, records, batch_size=3)
+    assert boosted[1] > -0.01 and boosted[1] > scores[1]  # its gold is now near-certain
+    assert boosted[0] < scores[0] + 1e-6  # another gold ('44') got no more likely
+    with pytest.raises(CotlabError, match="at least one record"):
+        gold_answer_logprob(model, tokenizer, [])
+
+
+def test_score_points_scores_the_base_model(tiny):
+    scored = score_points("tiny-random", [("base", 0, None)], {"in": [RECORD], "other": [RECORD, RECORD]})
+    assert scored[0]["label"] == "base" and len(scored[0]["scores"]["other"]) == 2
+    assert scored[0]["mean"]["in"] == pytest.approx(scored[0]["scores"]["other"][0], abs=1e-4)
+
+
+def test_self_teaching_sentence_claims_a_poor_teacher_only_from_the_interval():
+    assert "poor teacher of itself" in self_teaching_sentence(2, 32)
+    assert "poor teacher" not in self_teaching_sentence(2, 4)  # 2 of 4: the interval reaches past a half
+    assert self_teaching_sentence(2, 4).startswith("Self-distillation gave a verified chain for 2 of 4 questions (50%")
+
+
+def test_probe_chain_sets_on_gold_and_own_chains():
+    rows = [{"id": "q", "correct": True, "completion": f"<think>{CHAIN}</think><answer>44</answer>"},
+            {"id": "q", "correct": False, "completion": "<think>x</think>"}]
+    own = own_chains(rows, {"q": RECORD}, limit=5)
+    assert own == [(RECORD, CHAIN)]
+    results = probe_chain_sets(last_number_answerer, {"sft (gold chains)": [(RECORD, CHAIN)] * 3, "sft (own chains)": own},
+                               fractions=(0.0, 1.0))
+    assert results["skipped"] == {"sft (own chains)": 1}
+    assert results["sft (gold chains)"]["probes"]["corrupted"]["changed"] == 3
+    assert [p["accuracy"] for p in results["sft (gold chains)"]["curve"]] == [0.0, 1.0]

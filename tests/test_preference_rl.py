@@ -50,7 +50,8 @@ def test_preference_pairs_correct_vs_wrong_and_long_vs_short(records):
     pairs, stats = preference_pairs(teacher, [record], sampling, "correct_vs_wrong")
     assert len(pairs) == 1 and stats["questions_with_pair"] == 1.0
     assert pairs[0]["chosen"][0]["content"] in (right_long, right_short)
-    assert pairs[0]["rejected"][0]["content"] in (wrong, cut_off)
+    assert pairs[0]["rejected"][0]["content"] == wrong  # a cut-off sample is never rejected either
+    assert stats["cut_off_excluded"] == 1 and stats["cut_off_rejected"] == 0
     assert pairs[0]["prompt"][-1]["role"] == "user" and pairs[0]["source_id"] == record.id
 
     pairs, _ = preference_pairs(teacher, [record], sampling, "long_vs_short")
@@ -127,6 +128,24 @@ def test_grpo_step_logs_rewards_and_clipping(records, tmp_path):
 def test_grpo_recipe_rejects_bad_parameters_before_any_work(kwargs, message):
     with pytest.raises(CotlabError, match=message):
         GRPORecipe(**kwargs)
+
+
+def test_cut_off_samples_are_rejected_only_when_allowed(records):
+    """Truncation control: with only a cut-off wrong sample there is no pair, unless the caller
+    allows cut-off rejected samples (the smoke test's random model), and then they are counted."""
+    from cotlab.pairs import pairs_from_samples
+
+    record = records[0]
+    right = _sample(think_completion("step", record.answer), 10)
+    cut_off = _sample("<think>step one", 64, finished=False)
+    pairs, stats = pairs_from_samples([record], [[right, cut_off]], "correct_vs_wrong")
+    assert pairs == [] and stats["cut_off_excluded"] == 1
+    pairs, stats = pairs_from_samples([record], [[right, cut_off]], "correct_vs_wrong", require_finished=False)
+    assert pairs[0]["rejected"][0]["content"] == cut_off.text and stats["cut_off_rejected"] == 1
+    assert stats["cut_off_excluded"] == 0
+    cut_right = _sample(think_completion("step", record.answer), 64, finished=False)
+    pairs, _ = pairs_from_samples([record], [[cut_right, cut_off]], "correct_vs_wrong", require_finished=False)
+    assert pairs == []  # a cut-off chain is never chosen
 
 
 def test_gold_fallback_gives_a_weak_model_pairs(records):

@@ -1,0 +1,79 @@
+"""Each lesson figure drawn on fixture numbers: the file is written and the axes hold what was given."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pytest
+
+from cotlab import plots
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _bars(ax):
+    return len(ax.patches)
+
+
+def test_acceptance_and_coverage(tmp_path):
+    log = {"correct_rate": 0.5, "acceptance": 0.25, "samples": [{"correct": False}, {"correct": True}, {"correct": False}]}
+    fig = plots.acceptance_and_coverage({0.5: [log, log], 1.0: [log]}, k=3, path=tmp_path / "a.png")
+    left, right = fig.axes
+    assert (tmp_path / "a.png").is_file()
+    assert _bars(left) == 4 and len(right.lines) == 2  # 2 rates x 2 temperatures; one coverage line per T
+    assert list(right.lines[0].get_ydata()) == [0.0, 1.0, 1.0]
+
+
+def test_length_histograms_skip_empty_sets(tmp_path):
+    fig = plots.length_histograms({"gold": [{"rationale": "a b c"}, {"rationale": "a"}], "self": []}, tmp_path / "h.png")
+    assert (tmp_path / "h.png").is_file() and len(fig.axes[0].get_legend().get_texts()) == 1
+
+
+def test_pair_lengths(tmp_path):
+    fig = plots.pair_lengths([{"chosen_tokens": 10, "rejected_tokens": 20}] * 3, "pairs", tmp_path / "p.png")
+    assert (tmp_path / "p.png").is_file() and _bars(fig.axes[0]) == 24  # 12 bins for each of two sides
+
+
+def test_accuracy_by_length_lines(tmp_path):
+    bins = [{"low": 1, "high": 3, "accuracy": 1.0}, {"low": 4, "high": 8, "accuracy": 0.5}]
+    fig = plots.accuracy_by_length_lines({"base": bins, "sft": bins}, tmp_path / "l.png")
+    assert (tmp_path / "l.png").is_file() and len(fig.axes[0].lines) == 2
+    assert list(fig.axes[0].lines[0].get_xdata()) == [2.0, 6.0]
+
+
+def test_faithfulness_figure(tmp_path):
+    curve = [{"fraction": 0.0, "accuracy": 0.1}, {"fraction": 1.0, "accuracy": 0.9}]
+    probe = {"corrupted": {"follows": 0.5}, "filler": {"accuracy": 0.2}, "paraphrased": {"unchanged": None}}
+    fig = plots.faithfulness_figure({"base (gold)": curve, "sft (gold)": curve, "sft (own)": curve},
+                                    {"base": probe, "sft": probe}, tmp_path / "f.png")
+    left, right = fig.axes
+    assert (tmp_path / "f.png").is_file() and len(left.lines) == 3 and _bars(right) == 6
+
+
+def test_scaling_figure(tmp_path):
+    curve = [{"k": 1, "pass": 0.2, "maj": 0.2, "tokens": 10}, {"k": 4, "pass": 0.6, "maj": 0.3, "tokens": 40}]
+    fig = plots.scaling_figure({"base": curve, "sft": curve}, tmp_path / "s.png")
+    left, right = fig.axes
+    assert (tmp_path / "s.png").is_file() and len(left.lines) == 4 and len(right.lines) == 2
+
+
+def test_update_sizes(tmp_path):
+    by_layer = {"sft": {0: 0.1, 1: 0.2}, "grpo": {0: 0.01, 1: 0.02}}
+    by_module = {"sft": {"q_proj": 0.1, "v_proj": 0.2}, "grpo": {"q_proj": 0.01}}
+    fig = plots.update_sizes(by_layer, by_module, tmp_path / "u.png")
+    left, right = fig.axes
+    assert (tmp_path / "u.png").is_file() and len(left.lines) == 2 and _bars(right) == 4
+
+
+def test_gain_vs_forgetting(tmp_path):
+    scored = [{"label": "base", "mean": {"chain_sum": -3.0, "syllogism": -1.0, "leg_counting": -2.0}},
+              {"label": "step 10", "mean": {"chain_sum": -1.0, "syllogism": -1.5, "leg_counting": -2.1}}]
+    fig = plots.gain_vs_forgetting(scored, "chain_sum", ["syllogism", "leg_counting"], tmp_path / "g.png")
+    ax = fig.axes[0]
+    assert (tmp_path / "g.png").is_file() and len(ax.lines) == 2 and len(ax.texts) == 4
+    assert list(ax.lines[0].get_xdata()) == [-3.0, -1.0] and list(ax.lines[0].get_ydata()) == [-1.0, -1.5]
