@@ -236,6 +236,7 @@ def papermill_progress():
         return
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(lambda record: not record.getMessage().startswith("Passed unknown parameter"))
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     logger.propagate = False
