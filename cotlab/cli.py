@@ -178,7 +178,7 @@ def cmd_export(args) -> int:
     out = export_merged(adapter, args.merge, dtype=args.dtype, push_to_hub=args.push_to_hub)
     print(f"wrote {out}: base + {args.stage} adapter chain merged; loads with AutoModelForCausalLM.from_pretrained")
     if args.push_to_hub:
-        print(f"pushed to https://huggingface.co/{args.push_to_hub}")
+        print(f"pushed to the hub as {args.push_to_hub}")
     return 0
 
 

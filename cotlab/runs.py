@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -24,7 +25,6 @@ import yaml
 from cotlab import CotlabError, __version__
 from cotlab.io import atomic_write_json
 from cotlab.layout import REPO_ROOT, Run
-
 
 
 def shipped(folder: str) -> Path:
@@ -119,6 +119,8 @@ def plan_parameters(profile: dict, selected: list[Path], overrides: dict) -> dic
 
 
 def git_commit() -> str | None:
+    if not (REPO_ROOT / ".git").exists():
+        return None  # an installed copy: whatever repository site-packages sits in is not ours
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -187,8 +189,6 @@ def same_run(out: str | Path | None, profile: str, selected: list[Path], plan: d
 def require_cuda(profile_name: str, profile: dict) -> None:
     """A GPU profile on a machine without CUDA would spend hours on the CPU (a batch job on a
     login node, or CPU torch on a GPU node): stop at once unless COTLAB_ALLOW_CPU=1 says so."""
-    import os
-
     if not profile.get("requires_cuda", profile_name == "gpu") or os.environ.get("COTLAB_ALLOW_CPU") == "1":
         return
     import torch
