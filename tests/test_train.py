@@ -44,7 +44,8 @@ def test_sft_trains_saves_an_adapter_and_resumes(sft_rows, tmp_path):
     metrics = train_sft(recipe, sft_rows)
     assert metrics["steps"] == 2 and metrics["tokens_per_second"] > 0 and metrics["peak_memory_mb"] > 0
     assert (tmp_path / "sft" / "final" / "adapter_config.json").is_file()
-    assert (tmp_path / "sft" / "final" / "README.md").read_text().startswith("# cotlab SFT")
+    card = (tmp_path / "sft" / "final" / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: peft" in card and "\n# cotlab SFT output" in card  # PEFT's metadata, our text
     assert last_checkpoint(tmp_path / "sft").endswith("checkpoint-2")
 
     # Asking for more steps continues from checkpoint-2 rather than starting over.
