@@ -171,6 +171,27 @@ def cmd_decontaminate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from cotlab.export import export_merged, stage_adapter
+
+    adapter = stage_adapter(args.run_dir, args.stage)
+    out = export_merged(adapter, args.merge, dtype=args.dtype, push_to_hub=args.push_to_hub)
+    print(f"wrote {out}: base + {args.stage} adapter chain merged; loads with AutoModelForCausalLM.from_pretrained")
+    if args.push_to_hub:
+        print(f"pushed to the hub as {args.push_to_hub}")
+    return 0
+
+
+def add_export_command(sub) -> None:
+    p = sub.add_parser("export", help="merge a run's stage (base + its adapter chain) into a plain HF model")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--stage", choices=STAGE_NAMES, required=True)
+    p.add_argument("--merge", required=True, metavar="OUT", help="folder for the merged model (new or empty)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: the stage's training dtype")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload to this hub repo (needs a network and a token)")
+    p.set_defaults(func=cmd_export)
+
+
 # The parser ---------------------------------------------------------------------------------------
 
 
@@ -215,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="execute the numbered notebooks with papermill into a fresh run directory")
     p.add_argument("--profile", default="cpu", help="smoke, cpu or gpu (configs/profiles/)")
-    p.add_argument("--out", help="run directory (must be new or empty); default runs/<time>-<profile>")
+    p.add_argument("--out", help="run directory: new or empty, or an unfinished run of the same profile and parameters to continue; default runs/<time>-<profile>")
     p.add_argument("--only", nargs="+", metavar="NB", help="notebooks to run, by number or name prefix")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run, skipping finished notebooks")
@@ -231,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the reasoning-gym task names usable as rg:NAME")
     p.set_defaults(func=cmd_tasks)
     add_benchmark_commands(sub)
+    add_export_command(sub)
 
     p = sub.add_parser("train", help="train a stage (sft, dpo, grpo) from a YAML recipe (TRL's config fields plus cotlab's)")
     p.add_argument("stage", choices=STAGE_NAMES)

