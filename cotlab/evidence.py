@@ -133,7 +133,7 @@ def training_budget(metrics: dict | None) -> str:
     recipe = metrics.get("recipe", {})
     start = "the SFT adapter" if recipe.get("adapter") else "the base model"
     trained = f"LoRA r={recipe['lora_r']}" if recipe.get("lora_r") else "all weights"
-    return f"{metrics['steps']} steps at learning rate {recipe.get('learning_rate', float('nan')):g} from {start} ({trained})"
+    return f"{metrics['steps']} step{'' if metrics['steps'] == 1 else 's'} at learning rate {recipe.get('learning_rate', float('nan')):g} from {start} ({trained})"
 
 
 def answer_changes_sentence(sft_changes: dict, rl_changes: dict, sft_metrics: dict | None, rl_metrics: dict | None,

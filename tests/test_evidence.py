@@ -104,6 +104,7 @@ def test_answer_changes_are_described_without_a_conclusion():
     grpo = {"steps": 10, "recipe": {"learning_rate": 2e-4, "lora_r": 16, "adapter": "/x/sft/final"}}
     assert training_budget(sft) == "45 steps at learning rate 0.001 from the base model (LoRA r=16)"
     assert training_budget(None) == "an unrecorded budget"
+    assert training_budget({**sft, "steps": 1}).startswith("1 step at")
     sentence = answer_changes_sentence({"fixed": 9, "broken": 1}, {"fixed": 2, "broken": 2}, sft, grpo)
     assert sentence.startswith("SFT changed 10 answers relative to the base model (9 fixed, 1 broken); grpo changed 4 relative to sft")
     assert "no conclusion" in sentence and "10 steps at learning rate 0.0002 from the SFT adapter" in sentence
