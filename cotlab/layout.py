@@ -29,12 +29,20 @@ LESSONS = {
     "objectives": "09_grpo_objectives",
     "chain_forms": "10_what_in_a_chain_teaches",
 }
-# trained stage -> (lesson, training folder inside it); its adapter is that folder's final/
-TRAINING = {"sft": ("sft", "main"), "dpo": ("dpo", "train"), "grpo": ("grpo", "train")}
+# trained stage -> (lesson, training folder inside it); its adapter is that folder's final/.
+# sft_answer_only is the control of the SFT lesson: the same rows with the chain removed.
+TRAINING = {"sft": ("sft", "main"), "sft_answer_only": ("sft", "answer_only"), "dpo": ("dpo", "train"),
+            "grpo": ("grpo", "train")}
 # stage -> (lesson, evaluation folder) of its held-out evaluation; base is scored in the SFT lesson
-EVALUATIONS = {"base": ("sft", "eval_base"), "sft": ("sft", "eval_sft"), "dpo": ("dpo", "eval_dpo"),
+EVALUATIONS = {"base": ("sft", "eval_base"), "sft": ("sft", "eval_sft"),
+               "sft_answer_only": ("sft", "eval_sft_answer_only"), "dpo": ("dpo", "eval_dpo"),
                "grpo": ("grpo", "eval_grpo")}
-STAGE_ORDER = tuple(EVALUATIONS)
+# the same stages scored out of distribution (a harder variant of the task that no stage trains on)
+OOD_EVALUATIONS = {stage: (lesson, folder.replace("eval_", "ood_")) for stage, (lesson, folder) in EVALUATIONS.items()}
+# the training pipeline, in order (what the analysis lessons walk); the answer-only control is not a step of it
+STAGE_ORDER = ("base", "sft", "dpo", "grpo")
+# every evaluated stage, in the order tables list them: each control beside what it controls
+REPORT_STAGES = ("base", "sft_answer_only", "sft", "dpo", "grpo")
 RESULTS = "results"
 
 
@@ -80,15 +88,16 @@ class Run:
         path = self.training_dir(stage, name) / "metrics.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def evaluation_dir(self, stage: str) -> Path:
-        lesson, folder = EVALUATIONS[stage]
+    def evaluation_dir(self, stage: str, ood: bool = False) -> Path:
+        """Where the stage's held-out evaluation lives; with ood, its out-of-distribution one."""
+        lesson, folder = (OOD_EVALUATIONS if ood else EVALUATIONS)[stage]
         return self.folder(lesson) / folder
 
-    def evaluation(self, stage: str):
-        """The stage's held-out evaluation (cotlab.evaluate.EvalResult), or None."""
+    def evaluation(self, stage: str, ood: bool = False):
+        """The stage's held-out (or out-of-distribution) evaluation (cotlab.evaluate.EvalResult), or None."""
         from cotlab.evaluate import load_eval
 
-        return load_eval(self.evaluation_dir(stage))
+        return load_eval(self.evaluation_dir(stage, ood))
 
     def trained_stages(self) -> dict[str, dict]:
         """The stages this run has finished: {stage: {"eval": EvalResult, "adapter": path or None}},

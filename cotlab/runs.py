@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from cotlab import CotlabError, __version__
+from cotlab.evidence import run_evidence
 from cotlab.io import atomic_write_json
 from cotlab.layout import REPO_ROOT, Run
 
@@ -200,22 +201,22 @@ def require_cuda(profile_name: str, profile: dict) -> None:
 
 
 def summarize_run(run_dir: Path) -> dict:
-    """The run-level summary: per-stage accuracy and length maps plus each notebook's status."""
+    """The run-level summary that scripts read by name: `seed` (training and sampling) and
+    `data_seed` (which questions), each lesson's status and results, and, computed from the
+    evaluations on disk (cotlab.evidence.run_evidence), per-stage `accuracy` with its Wilson 95%
+    `interval`, `n_eval`, `eval_set`, the exact McNemar `paired` tests, and all of these again
+    out of distribution (`accuracy_ood`, `interval_ood`, `n_eval_ood`, `eval_set_ood`, `paired_ood`)."""
     run = json.loads((run_dir / "run.json").read_text())
-    stages = Run(run_dir).results()
+    data_seeds = [plan["data_seed"] for plan in run.get("plan", {}).values() if "data_seed" in plan]
     summary = {
         "profile": run["profile"],
         "seed": run.get("seed"),
-        "accuracy": {},
-        "mean_completion_tokens": {},
+        "data_seed": data_seeds[0] if data_seeds else None,
+        **run_evidence(run_dir),
         "notebooks": run.get("notebooks", {}),
         "run_dir": str(run_dir),
+        "stages": Run(run_dir).results(),
     }
-    for name, result in stages.items():
-        for stage, numbers in (result.get("evaluations") or {}).items():
-            summary["accuracy"][stage] = numbers["accuracy"]
-            summary["mean_completion_tokens"][stage] = numbers["mean_completion_tokens"]
-    summary["stages"] = stages
     summary["wall_seconds"] = round(sum(nb.get("wall_seconds", 0) for nb in summary["notebooks"].values()), 1)
     return summary
 

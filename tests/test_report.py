@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from cotlab import CotlabError
+from cotlab.layout import Run
 from cotlab.report import build_report, differing_parameters
 from cotlab.sweeps import parse_sweep, point_name, sweep_points
 
@@ -50,21 +51,93 @@ def chromium_loaded_images(html_file) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def test_a_sweep_lands_in_sibling_runs_and_the_report_renders_in_chromium(tmp_path):
+def fake_run(root, name: str, seed: int, patterns: dict[str, str], ood: dict[str, str] | None = None, **parameters):
+    """A finished run directory without a model: run.json, evaluations on disk and one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from test_evidence import write_stage
+
+    folder = root / name
+    run = Run(folder)
+    plan = {"02_sft_lora": {"seed": seed, "data_seed": 0, "n_eval": 10, **parameters}}
+    (folder / "run.json").write_text(json.dumps({"profile": "smoke", "seed": seed, "plan": plan, "overrides": {"seed": seed},
+                                                 "notebooks": {"02_sft_lora": {"status": "done", "wall_seconds": 3.0}}}))
+    for stage, pattern in patterns.items():
+        write_stage(run, stage, pattern)
+    for stage, pattern in (ood or {}).items():
+        write_stage(run, stage, pattern, ood=True, prefix="o")
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [seed, 1])
+    fig.savefig(folder / "02_sft_curves.png")
+    plt.close(fig)
+    return folder
+
+
+def test_the_report_gives_intervals_paired_tests_and_only_the_parameters_that_differ(tmp_path):
+    patterns = {"base": "0000000000", "sft_answer_only": "1100000000", "sft": "1111111100"}
+    runs = [fake_run(tmp_path, "seed=0", 0, patterns, {"base": "0000", "sft": "1100"}),
+            fake_run(tmp_path, "seed=1", 1, {**patterns, "sft": "1111111000"}, {"base": "0000", "sft": "1000"})]
+    html_file = build_report(runs, tmp_path / "report")
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["varied"] == ["seed"] and len(data["groups"]) == 1
+    sft = data["stages"]["sft"]
+    assert sft["n_runs"] == 2 and sft["mean"] == pytest.approx(0.75) and sft["interval"][0] < 0.7 < 0.8 < sft["interval"][1]
+    assert data["stages"]["base"]["interval"] == [0.0, 0.0] and data["stages_ood"]["sft"]["mean"] == pytest.approx(0.375)
+    between = {c["stage"]: c for c in data["between_runs"]}
+    assert between["sft"]["paired"] and (between["sft"]["wins"], between["sft"]["losses"]) == (0, 1)  # same eval_set
+
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "| sft | 80 (49–94) | 70 (40–89) | 75 (" in table  # Wilson per run, t interval of the mean beside them
+    assert "| sft vs base | 8 / 0 (p 0.0078) | 7 / 0 (p 0.016) |" in table
+    assert "| run | seed | questions (eval_set) |" in table  # seed is all that differs; nothing else is listed
+    assert "sft beats base: 8 questions fixed, 0 broken, exact McNemar p = 0.0078" in table
+    assert "sft: mean 75% over 2 runs (95% t interval of the mean" in table
+    assert "(runs/seed=1/02_sft_curves.png)" in table and (tmp_path / "report" / "runs" / "seed=1" / "02_sft_curves.png").is_file()
+    html_text = html_file.read_text()
+    assert "<td>lora_r</td>" not in html_text and "max-width:60rem" in html_text
+
+
+def test_runs_on_different_questions_are_not_paired_and_other_parameters_split_the_mean(tmp_path):
+    runs = [fake_run(tmp_path, "a", 0, {"sft": "1111100000"}, lora_r=4),
+            fake_run(tmp_path, "b", 0, {"sft": "11111111"}, lora_r=16)]
+    data = json.loads((build_report(runs, tmp_path / "report").with_name("report.json")).read_text())
+    assert data["varied"] == ["lora_r"]
+    assert [g["runs"] for g in data["groups"]] == [["a"], ["b"]] and data["groups"][0]["stages"]["sft"]["interval"] is None
+    assert data["between_runs"][0]["paired"] is False and "independent" not in data["between_runs"][0]["sentence"]
+    assert "compared as independent samples" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_seed_sweep_scores_every_run_on_the_same_questions(tmp_path):
+    """`cotlab run --only 00 02 --sweep seed=0,1`: two runs, different seeds, the same eval_set, and a
+    report.json with each stage's mean, t interval and n_runs; the page loads in headless Chromium."""
     sweep = tmp_path / "sweep"
-    result = run_cli("run", "--profile", "smoke", "--only", "02", "--out", str(sweep), "--sweep", "lora_r=2,4", "-p", "lora_ranks=[2]",
-                     "-p", "compare_sets=[]")
+    result = run_cli("run", "--profile", "smoke", "--only", "00", "02", "--out", str(sweep), "--sweep", "seed=0,1",
+                     "-p", "sweep_steps=0", timeout=900)  # no short comparison runs: the main run and its control
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted(p for p in sweep.iterdir() if (p / "run.json").is_file())
-    assert [p.name for p in runs] == ["lora_r=2", "lora_r=4"]
-    assert json.loads((runs[1] / "run.json").read_text())["overrides"]["lora_r"] == 4
+    assert [p.name for p in runs] == ["seed=0", "seed=1"]
+    summaries = [json.loads((p / "summary.json").read_text()) for p in runs]
+    assert [s["seed"] for s in summaries] == [0, 1] and [s["data_seed"] for s in summaries] == [0, 0]
+    assert summaries[0]["eval_set"] == summaries[1]["eval_set"] and summaries[0]["eval_set_ood"] == summaries[1]["eval_set_ood"]
+    for summary in summaries:
+        assert set(summary["accuracy"]) == set(summary["accuracy_ood"]) == {"base", "sft", "sft_answer_only"}
+        assert summary["n_eval"] == 4 and summary["n_eval_ood"] == 4
+        assert all(low <= summary["accuracy"][s] <= high for s, (low, high) in summary["interval"].items())
+        assert {"sft_vs_base", "sft_vs_sft_answer_only"} <= set(summary["paired"])
+        assert set(summary["paired"]["sft_vs_base"]) >= {"wins", "losses", "p_value"}
 
     report = sweep / "report"
-    table = (report / "report.md").read_text()
-    assert "| lora_r |" in table.splitlines()[2]  # the column for what the sweep varied
-    assert "lora_r=2" in table and "lora_r=4" in table and "acc sft" in table
+    data = json.loads((report / "report.json").read_text())
+    for stage in ("base", "sft", "sft_answer_only"):
+        spread = data["stages"][stage]
+        assert spread["n_runs"] == 2 and len(spread["interval"]) == 2 and spread["interval"][0] <= spread["mean"] <= spread["interval"][1]
+    assert all(c["paired"] for c in data["between_runs"])
     loaded, total = chromium_loaded_images(report / "report.html")
-    assert total == 3 and loaded == total  # accuracy, length and wall-time figures
+    assert total >= 3 and loaded == total  # the accuracy figure and each run's own figures
 
     # A second report into the same folder is refused; earlier results are never overwritten.
     again = run_cli("report", str(runs[0]), "--out", str(report))

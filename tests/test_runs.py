@@ -88,7 +88,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_evaluations(tmp_path):
     resumed = run_cli("run", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["notebooks"]["02_sft_lora"]["status"] == "done" and set(summary["accuracy"]) == {"base", "sft"}
+    assert summary["notebooks"]["02_sft_lora"]["status"] == "done" and set(summary["accuracy"]) == {"base", "sft", "sft_answer_only"}
     for path, stamp in stamps.items():
         assert path.stat().st_mtime_ns == stamp, f"{path} was redone instead of reused"
 
@@ -101,7 +101,8 @@ def test_the_whole_suite_runs_in_the_smoke_profile(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert all(nb["status"] == "done" for nb in summary["notebooks"].values()) and len(summary["notebooks"]) == len(notebooks())
-    assert set(summary["accuracy"]) == {"base", "sft", "dpo", "grpo"}
+    assert set(summary["accuracy"]) == set(summary["accuracy_ood"]) == {"base", "sft_answer_only", "sft", "dpo", "grpo"}
+    assert {"sft_vs_base", "sft_vs_sft_answer_only", "dpo_vs_sft", "grpo_vs_sft"} <= set(summary["paired"])
     for lesson in ("faithfulness", "scaling", "changes", "rl_expansion", "objectives", "chain_forms"):
         assert lesson in summary["stages"]
     grpo_log = json.loads((Run(out).training_dir("grpo") / "metrics.json").read_text())["log_history"]
@@ -118,13 +119,17 @@ def test_the_gpu_profile_runs_as_a_batch_job_in_smoke_form(tmp_path, monkeypatch
     monkeypatch.setenv("COTLAB_ALLOW_CPU", "1")  # the gpu profile otherwise stops without CUDA
     sizes = ["model=tiny-random", "n_eval=4", "max_new_tokens=16", "n_train=16", "sft_steps=2",
              "sweep_steps=1", "lora_ranks=[2]", "n_prompts=4", "num_generations=2", "per_device_train_batch_size=4",
-             "max_completion_length=16", "grpo_steps=1", "guards=warn"]
+             "max_completion_length=16", "grpo_steps=1", "guards=warn", "n_eval_ood=4", "max_new_tokens_ood=16"]
     out = tmp_path / "gpu"
     result = run_cli("run", "--profile", "gpu", "--only", "02", "04", "--out", str(out), *[a for s in sizes for a in ("-p", s)], timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["profile"] == "gpu" and run["overrides"]["model"] == "tiny-random"
-    assert set(json.loads((out / "summary.json").read_text())["accuracy"]) == {"base", "sft", "grpo"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["accuracy"]) == set(summary["accuracy_ood"]) == {"base", "sft", "sft_answer_only", "grpo"}
+    assert summary["n_eval"] == summary["n_eval_ood"] == 4 and summary["seed"] == summary["data_seed"] == 0
+    assert {"sft_vs_base", "sft_vs_sft_answer_only", "grpo_vs_sft"} <= set(summary["paired"]) and "grpo_vs_sft" in summary["paired_ood"]
+    assert all(low <= summary["accuracy_ood"][s] <= high for s, (low, high) in summary["interval_ood"].items())
     for stage in ("sft", "grpo"):
         folder = Run(out).training_dir(stage)
         assert list((folder / "runs").rglob("events.out.tfevents.*")), f"no TensorBoard log for {stage}"

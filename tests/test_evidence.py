@@ -1,0 +1,125 @@
+"""cotlab.evidence and cotlab.controls: a run's numbers and sentences come from its evaluations on disk."""
+
+import pytest
+
+from cotlab import CotlabError
+from cotlab.controls import answer_only_rows
+from cotlab.evaluate import EvalResult, write_eval
+from cotlab.evidence import (across_runs, across_runs_phrase, answer_changes_sentence, attribution_sentence, error_bars,
+                             run_evidence, short_run_verdict, stage_lines, training_budget, verdicts)
+from cotlab.layout import Run
+from cotlab.prompts import sft_example
+from cotlab.stats import compare_paired, eval_set_hash, mcnemar_exact, wilson_interval
+from cotlab.verify import format_ok
+
+
+def rows_from(pattern: str, prefix: str = "q") -> list[dict]:
+    """'1100' -> four questions, the first two right."""
+    return [{"id": f"{prefix}{i}", "correct": c == "1", "completion_tokens": 10 + i} for i, c in enumerate(pattern)]
+
+
+def write_stage(run: Run, stage: str, pattern: str, ood: bool = False, prefix: str = "q"):
+    rows = rows_from(pattern, prefix)
+    write_eval(run.evaluation_dir(stage, ood), EvalResult(rows, {"accuracy": sum(r["correct"] for r in rows) / len(rows)}))
+
+
+def test_answer_only_rows_keep_prompts_and_answers_and_drop_the_chain():
+    rows = [sft_example("What is 2 + 3 + 4?", "2 + 3 = 5\n5 + 4 = 9", "9", source_id="a"),
+            sft_example("What is 7 - 1?", "7 - 1 = 6", "6", source_id="b")]
+    control = answer_only_rows(rows)
+    assert [r["prompt"] for r in control] == [r["prompt"] for r in rows]
+    assert [r["source_id"] for r in control] == ["a", "b"]
+    assert control[0]["completion"] == [{"role": "assistant", "content": "<think>\n</think>\n<answer>9</answer>"}]
+    assert all(format_ok(r["completion"][0]["content"]) for r in control)  # the evaluation's format check still passes
+    assert rows[0]["completion"][0]["content"].startswith("<think>\n2 + 3")  # the CoT rows are not modified
+    with pytest.raises(CotlabError, match="closed <answer> tag"):
+        answer_only_rows([{"prompt": [], "completion": [{"role": "assistant", "content": "no answer here"}]}])
+    with pytest.raises(CotlabError, match="prompt/completion"):
+        answer_only_rows([{"messages": []}])
+
+
+def test_run_evidence_is_computed_from_the_evaluations_on_disk(tmp_path):
+    run = Run(tmp_path)
+    write_stage(run, "base", "0000000000")
+    write_stage(run, "sft", "1111111100")
+    write_stage(run, "sft_answer_only", "1100000000")
+    write_stage(run, "grpo", "1111111000")
+    write_stage(run, "sft", "10", ood=True, prefix="o")
+    write_stage(run, "base", "00", ood=True, prefix="o")
+    evidence = run_evidence(tmp_path)
+
+    assert evidence["accuracy"] == {"base": 0.0, "sft_answer_only": 0.2, "sft": 0.8, "grpo": 0.7}
+    assert evidence["interval"]["sft"] == list(wilson_interval(8, 10))
+    assert evidence["interval"]["base"][0] == 0.0 and evidence["interval"]["base"][1] > 0.2  # not zero-width at 0/n
+    assert evidence["n_eval"] == 10 and evidence["eval_set"] == eval_set_hash([f"q{i}" for i in range(10)])
+    sft_vs_base = evidence["paired"]["sft_vs_base"]
+    assert (sft_vs_base["wins"], sft_vs_base["losses"]) == (8, 0) and sft_vs_base["p_value"] == mcnemar_exact(8, 0)
+    assert evidence["paired"]["sft_vs_sft_answer_only"]["wins"] == 6
+    assert evidence["paired"]["grpo_vs_sft"]["losses"] == 1 and "dpo_vs_sft" not in evidence["paired"]  # no dpo evaluation
+    assert evidence["accuracy_ood"] == {"base": 0.0, "sft": 0.5} and evidence["n_eval_ood"] == 2
+    assert evidence["eval_set_ood"] != evidence["eval_set"] and set(evidence["paired_ood"]) == {"sft_vs_base"}
+    assert evidence["mean_completion_tokens"]["sft"] == pytest.approx(14.5)
+
+
+def test_a_pair_on_different_questions_gets_no_paired_test(tmp_path):
+    run = Run(tmp_path)
+    write_stage(run, "base", "0000")
+    write_stage(run, "sft", "1111", prefix="other")
+    evidence = run_evidence(tmp_path)
+    assert evidence["paired"] == {} and evidence["n_eval"] == 8
+    empty = run_evidence(tmp_path / "empty")
+    assert empty["accuracy"] == {} and empty["n_eval"] is None and empty["eval_set"] is None
+
+
+def test_error_bars_reach_the_wilson_interval_and_survive_zero():
+    below, above = error_bars([(0, 10), (5, 10)])
+    assert below[0] == 0.0 and above[0] == pytest.approx(wilson_interval(0, 10)[1])
+    assert 0.5 - below[1] == pytest.approx(wilson_interval(5, 10)[0]) and above[1] == pytest.approx(below[1])
+
+
+def test_attribution_names_a_cause_only_when_its_test_clears_alpha():
+    strong, none, reverse = (compare_paired(rows_from(a), rows_from(b), "x", "y") for a, b in
+                             (("1" * 12 + "0" * 8, "0" * 20), ("10" * 10, "01" * 10), ("0" * 20, "1" * 12 + "0" * 8)))
+    assert attribution_sentence(strong, none).startswith("The chain of thought itself helps")
+    assert "format alone also beats" in attribution_sentence(strong, strong)
+    assert attribution_sentence(none, strong).startswith("The answer format alone explains")
+    assert attribution_sentence(reverse, none).startswith("The chain of thought costs accuracy")
+    assert attribution_sentence(none, none).startswith("These questions cannot tell")
+
+
+def test_sentences_carry_intervals_and_verdicts():
+    rows = {"base": rows_from("0000000000"), "sft": rows_from("1111111100")}
+    lines = stage_lines(rows, {"sft": rows_from("10", "o")})
+    assert lines[0] == "base: 0% (95% CI 0–28%, n=10)"
+    assert lines[1].startswith("sft: 80% (95% CI") and "out of distribution 50%" in lines[1]
+    assert verdicts(rows) == ["sft beats base: 8 questions fixed, 0 broken, exact McNemar p = 0.0078"]
+    assert verdicts(rows, label="ID: ")[0].startswith("ID: sft beats base")
+    runs = {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.45}}
+    sentence = short_run_verdict("a", "b", runs, 20)
+    assert "a 50% (n=20) vs b 45% (n=20)" in sentence and "no difference" in sentence and sentence.endswith("conservative)")
+
+
+def test_answer_changes_are_described_without_a_conclusion():
+    sft = {"steps": 45, "recipe": {"learning_rate": 1e-3, "lora_r": 16, "adapter": None}}
+    grpo = {"steps": 10, "recipe": {"learning_rate": 2e-4, "lora_r": 16, "adapter": "/x/sft/final"}}
+    assert training_budget(sft) == "45 steps at learning rate 0.001 from the base model (LoRA r=16)"
+    assert training_budget(None) == "an unrecorded budget"
+    assert training_budget({**sft, "steps": 1}).startswith("1 step at")
+    sentence = answer_changes_sentence({"fixed": 9, "broken": 1}, {"fixed": 2, "broken": 2}, sft, grpo)
+    assert sentence.startswith("SFT changed 10 answers relative to the base model (9 fixed, 1 broken); grpo changed 4 relative to sft")
+    assert "no conclusion" in sentence and "10 steps at learning rate 0.0002 from the SFT adapter" in sentence
+    assert "LoRA" in sentence and "fine-tuned all weights" in sentence
+
+
+def test_across_runs_gives_a_t_interval_per_stage():
+    summaries = [{"accuracy": {"base": 0.1, "sft": 0.4}}, {"accuracy": {"base": 0.1, "sft": 0.5}},
+                 {"accuracy": {"sft": 0.6}}]
+    spread = across_runs(summaries)
+    assert list(spread) == ["base", "sft"]
+    assert spread["sft"]["n_runs"] == 3 and spread["sft"]["mean"] == pytest.approx(0.5)
+    low, high = spread["sft"]["interval"]
+    assert low < 0.4 and high > 0.6  # t with 2 df is wide: 0.5 ± 4.30 · 0.1/√3
+    assert high - 0.5 == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-4)
+    assert across_runs_phrase("sft", spread["sft"]).startswith("sft: mean 50% over 3 runs (95% t interval of the mean")
+    assert spread["base"]["interval"] == [0.1, 0.1]
+    assert "single run" in across_runs_phrase("x", across_runs([{"accuracy": {"x": 0.3}}])["x"])
