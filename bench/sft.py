@@ -1,18 +1,22 @@
 """cotlab's SFT settings vs TRL's default SFTTrainer settings, same model, data and steps.
 
-    python bench/sft.py [--model embedded] [--steps 8] [--qlora] [--eval-n 50] [--out FILE]
+    python bench/sft.py [--model embedded] [--steps 8] [--qlora] [--dtype auto] [--repeats 3] [--eval-n 50] [--out FILE]
 
 Each configuration trains in its own process (so peak memory is its own) on the same gold
 chain_sum rows, then answers the same held-out questions greedily ("no loss of accuracy" is
 part of the target, not only speed).  "trl-default" is SFTConfig() with only what the machine
 needs (fp32 on CPU) and the model passed by name, as a first TRL user would write it; "cotlab" is
 `cotlab.recipes`' SFT recipe for the profile: LoRA r=16 on every linear layer, and on a GPU bf16 plus
-padding-free batching; "cotlab-qlora" is the same LoRA on an NF4 base (bitsandbytes).
+padding-free batching; "cotlab-qlora" is the same LoRA on an NF4 base (bitsandbytes).  cotlab's
+rows train in --dtype (`cotlab.models.trainer_precision`: auto is bf16 only where it is faster).
+Configurations alternate, --repeats times each; rows give the median tokens/s and its range, and
+accuracy from the first run.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -27,9 +31,8 @@ def child(args) -> dict:
     from cotlab.data import load_records
     from cotlab.evaluate import evaluate
     from cotlab.generate import SamplingConfig
-    from cotlab.models import resolve_model
+    from cotlab.models import resolve_model, trainer_precision
     from cotlab.prompts import sft_example
-    from cotlab.models import trainer_precision
     from cotlab.recipes import SFTRecipe
     from cotlab.training import build_sft_trainer, measure_training
 
@@ -38,20 +41,22 @@ def child(args) -> dict:
         if args.config.startswith("cotlab"):
             gpu = torch.cuda.is_available()
             recipe = SFTRecipe(model=args.model, output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch,
-                               padding_free=gpu and args.config != "cotlab-padded", load_in_4bit=args.config == "cotlab-qlora", logging_steps=1, save_steps=10**6)
+                               padding_free=gpu and args.config != "cotlab-padded", load_in_4bit=args.config == "cotlab-qlora",
+                               logging_steps=1, save_steps=10**6, dtype=args.dtype)
             trainer = build_sft_trainer(recipe, rows)
         else:
             from datasets import Dataset
             from trl import SFTConfig, SFTTrainer
 
             config = SFTConfig(output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch, logging_steps=1,
-                               save_strategy="no", report_to="none", **({} if torch.cuda.is_available() else trainer_precision(torch.float32)))
+                               save_strategy="no", report_to="none", **({} if torch.cuda.is_available() else trainer_precision("float32")))
             trainer = SFTTrainer(model=resolve_model(args.model), args=config, train_dataset=Dataset.from_list(rows))
         measured = measure_training(trainer)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
-    result = {"config": args.config, "steps": trainer.state.global_step, "tokens": measured["train_tokens"],
+    result = {"config": args.config, "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+              "steps": trainer.state.global_step, "tokens": measured["train_tokens"],
               "seconds": measured["wall_seconds"], "tokens_per_second": measured["tokens_per_second"],
               "peak_memory_mb": round(measured["peak_memory_mb"]), "weights_memory_mb": measured["weights_memory_mb"],
               "final_loss": round(losses[-1], 3), "trainable_parameters": trainable}
@@ -72,6 +77,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--config", choices=["cotlab", "cotlab-padded", "cotlab-qlora", "trl-default"])
     parser.add_argument("--qlora", action="store_true", help="also run cotlab's recipe on a 4-bit NF4 base")
+    parser.add_argument("--dtype", default="auto", help="cotlab's training precision: auto, float32 or bfloat16")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per configuration, alternating configurations")
     parser.add_argument("--eval-n", type=int, default=50, help="held-out questions answered after training (0: skip)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM: 989)")
@@ -79,18 +86,27 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
-    common = forward(args, ["model", "data", "steps", "batch", "peak_tflops", "eval_n", "max_new_tokens"])
+    common = forward(args, ["model", "data", "steps", "batch", "peak_tflops", "max_new_tokens", "dtype"])
     import torch
 
     # On a GPU cotlab batches padding-free; "cotlab-padded" is the same recipe with padding, for the ratio.
     configs = ("trl-default", "cotlab", *(("cotlab-padded",) if torch.cuda.is_available() else ()), *(("cotlab-qlora",) if args.qlora else ()))
-    rows = [run_child(__file__, [*common, "--config", config]) for config in configs]
+    runs = {config: [] for config in configs}
+    for repeat in range(args.repeats):  # alternate, so a busy spell on a shared machine hits every configuration
+        for config in configs:
+            runs[config].append(run_child(__file__, [*common, "--eval-n", str(args.eval_n if repeat == 0 else 0), "--config", config]))
+    rows = []
+    for config, results in runs.items():
+        speeds = [r["tokens_per_second"] for r in results]
+        rows.append({**results[0], "tokens_per_second": round(statistics.median(speeds), 1),
+                     "tokens_per_second_range": [min(speeds), max(speeds)], "runs": len(speeds)})
     for row in rows:
         row["speedup_vs_trl_default"] = round(row["tokens_per_second"] / rows[0]["tokens_per_second"], 2)
         row["memory_vs_trl_default"] = round(row["peak_memory_mb"] / rows[0]["peak_memory_mb"], 2)
-    print_table(rows, ["config", "steps", "tokens", "seconds", "tokens_per_second", "peak_memory_mb", "weights_memory_mb", "final_loss",
+    print_table(rows, ["config", "precision", "steps", "tokens", "seconds", "tokens_per_second", "tokens_per_second_range", "peak_memory_mb", "weights_memory_mb", "final_loss",
                        "accuracy", "trainable_parameters", "speedup_vs_trl_default", "memory_vs_trl_default", "mfu"])
-    path = write_result("sft", {"model": args.model, "steps": args.steps, "batch": args.batch, "eval_n": args.eval_n, "rows": rows}, args.out)
+    path = write_result("sft", {"model": args.model, "steps": args.steps, "batch": args.batch, "eval_n": args.eval_n, "repeats": args.repeats,
+                                "ratio_vs_trl_default": rows[1]["speedup_vs_trl_default"], "rows": rows}, args.out)
     print(f"wrote {path}")
 
 

@@ -64,57 +64,202 @@ def _stop_ids(tokenizer, model) -> list[int]:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | None = None, progress: bool = True,
              stats: GenerationStats | None = None) -> list[list[Completion]]:
-    """k completions for each prompt (already chat-formatted text), in the prompts' order."""
+    """k completions for each prompt (already chat-formatted text), in the prompts' order.
+
+    `model.generate` on a left-padded batch wastes most of a CPU's time: every prompt re-reads
+    the same system prompt, and a finished sequence keeps its slot until the longest one ends.
+    Here the prompts' common token prefix is encoded once and shared, a finished sequence
+    leaves the batch at once, and waiting prompts refill the free slots (continuous batching
+    with a plain DynamicCache).  bench/generation.py measures what each part is worth.
+    """
     from tqdm.auto import tqdm
 
     sampling = sampling or SamplingConfig()
     stats = stats if stats is not None else GenerationStats()
-    tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    stop_ids = _stop_ids(tokenizer, model)
-    per_batch = max(1, sampling.batch_size // sampling.k)
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    # Chat templates already contain the special tokens: adding BOS again would double it.
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     results: list[list[Completion]] = [[] for _ in prompts]
-    torch.manual_seed(sampling.seed)
-    device = next(model.parameters()).device
-    bar = tqdm(total=len(prompts), desc="generating", disable=not progress, leave=False)
+    if not prompts:
+        return results
+    if any(not ids for ids in encoded):
+        raise CotlabError("cannot generate from an empty prompt")
+    bar = tqdm(total=len(prompts) * sampling.k, desc="generating", disable=not progress, leave=False)
+    decoder = _SlotDecoder(model, encoded, sampling, _stop_ids(tokenizer, model))
     start = time.perf_counter()
-    for b in range(0, len(order), per_batch):
-        batch = order[b : b + per_batch]
-        # Chat templates already contain the special tokens: adding BOS again would double it.
-        inputs = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        sample = sampling.temperature > 0
-        try:
-            output = model.generate(
-                **inputs,
-                max_new_tokens=sampling.max_new_tokens,
-                do_sample=sample,
-                temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
-                top_k=None,
-                num_return_sequences=sampling.k,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=stop_ids,
-            )
-        except torch.cuda.OutOfMemoryError:
-            raise CotlabError(f"GPU out of memory while generating: lower batch_size (now {sampling.batch_size}; each prompt "
-                              f"makes k={sampling.k} sequences) or max_new_tokens (now {sampling.max_new_tokens})") from None
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        for row, ids in enumerate(new_tokens):
-            length, finished = len(ids), False
-            for position, token in enumerate(ids):
-                if token in stop_ids:
-                    length, finished = position + 1, True
-                    break
-            text = tokenizer.decode(ids[:length], skip_special_tokens=True)
-            results[batch[row // sampling.k]].append(Completion(text=text.strip(), tokens=length, finished=finished))
-            stats.tokens += length
+    try:
+        for prompt, ids, finished in decoder.run():
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            results[prompt].append(Completion(text=text.strip(), tokens=len(ids), finished=finished))
+            stats.tokens += len(ids)
             stats.sequences += 1
-        bar.update(len(batch))
-    bar.close()
+            bar.update(1)
+    except torch.cuda.OutOfMemoryError:
+        raise CotlabError(f"GPU out of memory while generating: lower batch_size (now {sampling.batch_size}; each prompt "
+                          f"makes k={sampling.k} sequences) or max_new_tokens (now {sampling.max_new_tokens})") from None
+    finally:
+        bar.close()
     stats.seconds += time.perf_counter() - start
+    # Sequences finish in any order; a prompt's samples keep the order they were drawn in.
+    for completions, order in zip(results, decoder.sample_order):
+        completions[:] = [completions[i] for i in sorted(range(len(order)), key=order.__getitem__)]
     return results
+
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """Tokens every sequence starts with, leaving each at least one token of its own (the step
+    that gives its first logits)."""
+    shortest = min(len(s) for s in sequences)
+    length = 0
+    while length < shortest - 1 and all(s[length] == sequences[0][length] for s in sequences):
+        length += 1
+    return length
+
+
+class _SlotDecoder:
+    """Up to `batch_size` sequences decode together; a finished one is dropped from the KV cache
+    and, once a quarter of the slots are free, waiting prompts are prefilled into them.
+
+    The cache holds, per row: the shared prefix, a gap of masked zeros, then the row's own
+    tokens (its prompt suffix and what it generated).  Rows of different lengths line up by
+    widening the gap, and explicit position ids keep every token at its true position, so a
+    row's greedy tokens do not depend on what else is in the batch (up to float rounding).
+    """
+
+    def __init__(self, model, encoded: list[list[int]], sampling: SamplingConfig, stop_ids: list[int]):
+        self.model, self.sampling, self.stop_ids = model, sampling, set(stop_ids)
+        self.device = next(model.parameters()).device
+        self.prefix_len = common_prefix_length(encoded)
+        self.prefix_ids = encoded[0][: self.prefix_len]
+        self.suffixes = [ids[self.prefix_len :] for ids in encoded]
+        # Longest prompts first: a refill then takes prompts of similar length, so its prefill pads little.
+        self.queue = [(i, s) for i in sorted(range(len(encoded)), key=lambda i: -len(encoded[i])) for s in range(sampling.k)]
+        self.sample_order: list[list[int]] = [[] for _ in encoded]
+        self.generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        self.cache = None  # DynamicCache of the live rows
+        self.mask = None  # [rows, cache length]: 1 where a row's cache holds a real token
+        self.positions = None  # [rows]: the position of each row's next token
+        self.rows: list[tuple[int, int, list[int]]] = []  # (prompt, sample, generated ids)
+
+    def run(self):
+        """Yield (prompt index, generated token ids, finished) as each sequence ends."""
+        from transformers import DynamicCache
+
+        self.prefix_cache = DynamicCache(config=self.model.config)
+        if self.prefix_len:
+            prefix = torch.tensor([self.prefix_ids], device=self.device)
+            self.model(input_ids=prefix, past_key_values=self.prefix_cache, use_cache=True, logits_to_keep=1)
+        capacity = self.sampling.batch_size
+        while self.queue or self.rows:
+            free = capacity - len(self.rows)
+            if self.queue and (not self.rows or free >= max(1, capacity // 4)):
+                admitted, self.queue = self.queue[:free], self.queue[free:]
+                yield from self._admit(admitted)
+            if self.rows:
+                yield from self._decode_step()
+
+    def _admit(self, admitted: list[tuple[int, int]]):
+        """Prefill new rows' prompt suffixes on top of the shared prefix and add them to the batch."""
+        from transformers import DynamicCache
+
+        suffixes = [self.suffixes[i] for i, _ in admitted]
+        width = max(len(s) for s in suffixes)
+        live_len = self.mask.shape[1] if self.rows else 0
+        gap = max(0, live_len - self.prefix_len - width)  # widen the new rows' gap to the live rows' length ...
+        if self.rows and self.prefix_len + width > live_len:  # ... or the live rows' gap to theirs
+            self._widen_gap(self.cache, self.prefix_len + width - live_len)
+            self.mask = _insert_columns(self.mask, self.prefix_len, self.prefix_len + width - live_len)
+        n = len(admitted)
+        cache = DynamicCache(config=self.model.config)
+        templates = self.cache.layers if self.rows else [None] * len(cache.layers)
+        for layer, prefix_layer, live_layer in zip(cache.layers, self.prefix_cache.layers, templates):
+            parts = []
+            if self.prefix_len:
+                parts.append((prefix_layer.keys, prefix_layer.values))
+            if gap:  # masked zeros, shaped like the live rows' cache
+                shape = (1, live_layer.keys.shape[1], gap, live_layer.keys.shape[3])
+                parts.append((live_layer.keys.new_zeros(shape), live_layer.values.new_zeros(shape)))
+            if parts:
+                keys = torch.cat([k for k, _ in parts], dim=-2).expand(n, -1, -1, -1)
+                values = torch.cat([v for _, v in parts], dim=-2).expand(n, -1, -1, -1)
+                layer.lazy_initialization(keys, values)
+                layer.keys, layer.values = keys.contiguous(), values.contiguous()
+        ids = torch.full((n, width), self.suffixes[admitted[0][0]][0], dtype=torch.long)
+        mask = torch.zeros((n, self.prefix_len + gap + width), dtype=torch.long)
+        mask[:, : self.prefix_len] = 1
+        positions = torch.full((n, width), self.prefix_len, dtype=torch.long)
+        for row, suffix in enumerate(suffixes):  # left-pad each suffix inside the gap
+            ids[row, width - len(suffix) :] = torch.tensor(suffix)
+            mask[row, mask.shape[1] - len(suffix) :] = 1
+            positions[row, width - len(suffix) :] = torch.arange(self.prefix_len, self.prefix_len + len(suffix))
+        mask, positions = mask.to(self.device), positions.to(self.device)
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        new_rows = [(prompt, sample, []) for prompt, sample in admitted]
+        if self.rows:
+            for layer, new_layer in zip(self.cache.layers, cache.layers):
+                layer.keys = torch.cat([layer.keys, new_layer.keys])
+                layer.values = torch.cat([layer.values, new_layer.values])
+            self.mask = torch.cat([self.mask, mask])
+            self.positions = torch.cat([self.positions, positions[:, -1] + 1])
+        else:
+            self.cache, self.mask, self.positions = cache, mask, positions[:, -1] + 1
+        self.rows += new_rows
+        yield from self._take(logits)
+
+    def _decode_step(self):
+        last = torch.tensor([[ids[-1]] for _, _, ids in self.rows], device=self.device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        logits = self.model(input_ids=last, attention_mask=self.mask, position_ids=self.positions[:, None],
+                            past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        self.positions = self.positions + 1
+        yield from self._take(logits)
+
+    def _take(self, logits: torch.Tensor):
+        """Append each row's next token; drop (and yield) the rows that stopped or hit max_new_tokens."""
+        tokens = self._next_tokens(logits).tolist()
+        keep = []
+        for row, ((prompt, sample, ids), token) in enumerate(zip(self.rows, tokens)):
+            ids.append(token)
+            stopped = token in self.stop_ids
+            if stopped or len(ids) >= self.sampling.max_new_tokens:
+                self.sample_order[prompt].append(sample)
+                yield prompt, ids, stopped
+            else:
+                keep.append(row)
+        if len(keep) < len(self.rows):
+            index = torch.tensor(keep, dtype=torch.long, device=self.device)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions = self.mask[index], self.positions[index]
+            self.rows = [self.rows[row] for row in keep]
+
+    def _next_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.sampling.temperature == 0:
+            return logits.argmax(dim=-1)
+        logits = logits.float() / self.sampling.temperature
+        if self.sampling.top_p < 1:
+            # Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p.
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            drop = cumulative - sorted_logits.softmax(dim=-1) >= self.sampling.top_p
+            logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+        return torch.multinomial(logits.softmax(dim=-1), 1, generator=self.generator).squeeze(-1)
+
+    def _widen_gap(self, cache, columns: int) -> None:
+        if columns <= 0:
+            return
+        for layer in cache.layers:
+            if layer.is_initialized and layer.get_seq_length():
+                layer.keys = _insert_columns(layer.keys, self.prefix_len, columns, dim=-2)
+                layer.values = _insert_columns(layer.values, self.prefix_len, columns, dim=-2)
+
+
+def _insert_columns(tensor: torch.Tensor, at: int, columns: int, dim: int = 1) -> torch.Tensor:
+    """Zeros inserted at index `at` along `dim` (masked-out cache slots)."""
+    shape = list(tensor.shape)
+    shape[dim] = columns
+    return torch.cat([tensor.narrow(dim, 0, at), tensor.new_zeros(shape), tensor.narrow(dim, at, tensor.shape[dim] - at)], dim=dim)
 
 
 def vllm_available() -> bool:

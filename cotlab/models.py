@@ -39,33 +39,64 @@ def default_device() -> str:
     return "cpu"
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere: no bf16 assumed)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether the CPU has bf16 instructions at all (AVX-512 BF16 or AMX-BF16)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_bf16_is_fast() -> bool:
+    """Whether bf16 beats fp32 on this CPU: only with AMX tiles.  With AVX-512 BF16 alone, oneDNN's
+    bf16 matmul (brg_matmul:avx512_core_bf16) ran at 0.5-0.7x MKL's fp32 on a 2-core Xeon
+    (512x576x1536: 113 vs 221 GFLOP/s) and `model.generate` lost 25%, so fp32 stays."""
+    return "amx_bf16" in cpu_flags() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def default_dtype(device: str | None = None) -> torch.dtype:
-    """bf16 where the hardware has it (GPUs); fp32 on CPU, where bf16 matmuls are slow and lossy."""
+    """bf16 where it is faster than fp32 (GPUs with bf16, CPUs with AMX); fp32 elsewhere."""
     device = device or default_device()
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if device == "cpu" and cpu_bf16_is_fast() else torch.float32
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 def resolve_dtype(spec: str | torch.dtype | None = "auto", device: str | None = None) -> torch.dtype:
-    """`auto` (or None) follows `default_dtype`; otherwise a dtype by name."""
-    if isinstance(spec, torch.dtype):
-        return spec
-    if spec in (None, "auto"):
+    """`auto` (or None) is `default_dtype(device)`; `float32`/`bfloat16` force one.  bf16 on a CPU
+    without bf16 instructions is refused: PyTorch would emulate it, slowly."""
+    if spec is None or spec == "auto":
         return default_dtype(device)
-    if spec not in DTYPES:
-        raise CotlabError(f"unknown dtype '{spec}': choose auto, {', '.join(DTYPES)}")
-    return DTYPES[spec]
+    dtype = spec if isinstance(spec, torch.dtype) else DTYPES.get(str(spec).lower())
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise CotlabError(f"unknown dtype {spec!r}: use auto, float32 or bfloat16")
+    device = device or default_device()
+    if dtype == torch.bfloat16 and device == "cpu" and not cpu_supports_bf16():
+        raise CotlabError("bfloat16 needs a CPU with AVX-512 BF16 or AMX (this one has neither): use float32")
+    return dtype
 
 
-def trainer_precision(dtype: torch.dtype) -> dict:
-    """The Trainer's precision flags for weights in `dtype`, set explicitly (TRL defaults to bf16)."""
-    if torch.cuda.is_available():
-        return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
-    return {"bf16": dtype == torch.bfloat16, "fp16": False, "use_cpu": True}
+def trainer_precision(dtype: str | torch.dtype | None = "auto", device: str | None = None) -> dict:
+    """Trainer/SFTConfig kwargs (bf16, fp16, use_cpu) for training in `dtype`.  TRL defaults to
+    bf16=True; on CPU Trainer then runs autocast-bf16, which also works, so it follows the policy
+    like the GPU does.  A GPU without bf16 trains fp16 mixed precision instead of fp32."""
+    device = device or default_device()
+    bf16 = resolve_dtype(dtype, device) == torch.bfloat16
+    if device.startswith("cuda"):
+        return {"bf16": bf16, "fp16": not bf16 and not torch.cuda.is_bf16_supported() and dtype in (None, "auto")}
+    return {"bf16": bf16, "fp16": False, "use_cpu": True}
 
 
 def _gguf_dir() -> Path:
@@ -217,7 +248,7 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     load_in_4bit: bool = False,
 ):
-    """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype`.
+    """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype` (see `resolve_dtype`).
 
     adapter: a PEFT adapter folder applied on top (kept separate, not merged, so its weights can
     still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes.

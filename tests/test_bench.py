@@ -20,15 +20,20 @@ def run_bench(script, *args, tmp_path):
 
 @pytest.mark.slow
 def test_generation_bench(tmp_path):
-    result, table = run_bench("generation", "--n", "4", "--max-new-tokens", "8", tmp_path=tmp_path)
-    one, batched = result["rows"]
-    assert one["sequences"] == batched["sequences"] == 4 and batched["ratio_vs_one_at_a_time"] > 0
-    assert "ratio_vs_one_at_a_time" in table and result["environment"]["versions"]["torch"]
+    result, table = run_bench("generation", "--n", "4", "--max-new-tokens", "8", "--repeats", "2", tmp_path=tmp_path)
+    plain, cotlab = result["rows"]
+    assert (plain["config"], cotlab["config"]) == ("plain batched", "cotlab") and plain["sequences"] == cotlab["sequences"] == 4
+    low, high = cotlab["tokens_per_second_range"]
+    assert low <= cotlab["tokens_per_second"] <= high and result["repeats"] == 2
+    assert result["ratio_vs_plain_batched"] == cotlab["ratio_vs_plain_batched"] > 0 and plain["ratio_vs_plain_batched"] == 1
+    assert result["greedy_agreement"] == 1.0  # fp32 greedy: the same answers however the batch is run
+    assert "ratio_vs_plain_batched" in table and result["environment"]["versions"]["torch"]
 
 
 @pytest.mark.slow
 def test_sft_bench(tmp_path):
-    result, table = run_bench("sft", "--steps", "2", "--batch", "2", "--qlora", "--eval-n", "3", "--max-new-tokens", "4", tmp_path=tmp_path)
+    result, table = run_bench("sft", "--steps", "2", "--batch", "2", "--qlora", "--eval-n", "3", "--max-new-tokens", "4", "--repeats", "1",
+                              tmp_path=tmp_path)
     default, cotlab, qlora = result["rows"]
     assert (default["config"], cotlab["config"], qlora["config"]) == ("trl-default", "cotlab", "cotlab-qlora")
     assert cotlab["trainable_parameters"] < default["trainable_parameters"]  # LoRA vs full fine-tuning
@@ -36,6 +41,8 @@ def test_sft_bench(tmp_path):
     assert qlora["weights_memory_mb"] < cotlab["weights_memory_mb"]  # ... on a 4-bit base
     assert default["steps"] == cotlab["steps"] == qlora["steps"] == 2 and cotlab["tokens_per_second"] > 0
     assert all(0 <= row["accuracy"] <= 1 for row in result["rows"]) and "accuracy" in table
+    assert default["precision"] == "fp32" and result["ratio_vs_trl_default"] == cotlab["speedup_vs_trl_default"] > 0
+    assert cotlab["tokens_per_second_range"] == [cotlab["tokens_per_second"]] * 2 and "precision" in table
 
 
 @pytest.mark.slow

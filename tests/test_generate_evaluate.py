@@ -44,6 +44,41 @@ def test_batched_generation_keeps_order_and_counts_tokens(tiny):
     assert alone == batched
 
 
+@pytest.mark.parametrize("batch_size", [16, 2])  # 2: sequences leave the batch and waiting prompts refill it
+def test_greedy_answers_do_not_depend_on_batching(tiny, batch_size):
+    from cotlab.generate import common_prefix_length
+
+    model, tokenizer = tiny
+    questions = ["1 + 1?", "A much longer question " * 5, "2?", "17 * 3 - 4 =", "x" * 40]
+    prompts = [render_prompt(tokenizer, build_messages(q, "think")) for q in questions]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert 0 < common_prefix_length(encoded) < min(map(len, encoded))  # the system prompt is shared
+    greedy = SamplingConfig(max_new_tokens=10, batch_size=batch_size)
+    one_at_a_time = [generate(model, tokenizer, [p], greedy, progress=False)[0][0] for p in prompts]
+    batched = [c[0] for c in generate(model, tokenizer, prompts, greedy, progress=False)]
+    assert batched == one_at_a_time  # same order as the prompts, same text, tokens and finished flags
+    # ... and the same as transformers' own generate on one unpadded prompt
+    inputs = tokenizer(prompts[1], return_tensors="pt", add_special_tokens=False)
+    hf = model.generate(**inputs, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert tokenizer.decode(hf[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip() == batched[1].text
+
+
+def test_common_prefix_leaves_each_prompt_a_token():
+    from cotlab.generate import common_prefix_length
+
+    assert common_prefix_length([[1, 2, 3], [1, 2, 4]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[5], [5, 6]]) == 0
+
+
+def test_sampling_is_seeded(tiny):
+    model, tokenizer = tiny
+    prompts = [render_prompt(tokenizer, build_messages(q, "think")) for q in ["1 + 1?", "2?"]]
+    sampling = SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9, k=3, batch_size=4)
+    first, again = (generate(model, tokenizer, prompts, sampling, progress=False) for _ in range(2))
+    assert first == again and len({c.text for c in first[0]}) > 1
+
+
 def test_evaluate_writes_predictions_and_refuses_to_overwrite(tiny, tmp_path):
     model, tokenizer = tiny
     records = load_records(CHAIN_SUM, n=3, split="test")

@@ -40,3 +40,30 @@ def test_unreachable_hub_model_fails_clearly():
 def test_missing_adapter_folder(tmp_path):
     with pytest.raises(CotlabError, match="no adapter_config.json"):
         load_model("tiny-random", adapter=str(tmp_path))
+
+
+def test_dtype_policy(monkeypatch):
+    import torch
+
+    from cotlab import models
+    from cotlab.models import resolve_dtype, trainer_precision
+
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx2", "avx512f"})  # no bf16 instructions
+    assert resolve_dtype("auto", "cpu") == resolve_dtype(None, "cpu") == torch.float32
+    assert resolve_dtype("float32", "cpu") == resolve_dtype(torch.float32, "cpu") == torch.float32
+    with pytest.raises(CotlabError, match="bfloat16 needs a CPU"):
+        resolve_dtype("bfloat16", "cpu")
+    assert trainer_precision("auto", "cpu") == {"bf16": False, "fp16": False, "use_cpu": True}
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})  # bf16 exists but is slower than fp32
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("bf16", "cpu") == torch.bfloat16
+    assert trainer_precision("bfloat16", "cpu") == {"bf16": True, "fp16": False, "use_cpu": True}
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16", "amx_tile"})
+    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32)
+    for bad in ("float16", "half", "int8", "nonsense"):
+        with pytest.raises(CotlabError, match="unknown dtype"):
+            resolve_dtype(bad, "cpu")
+
+
+def test_load_model_takes_a_dtype_name():
+    model, _ = load_model("tiny-random", dtype="float32")
+    assert str(model.dtype) == "torch.float32"
