@@ -336,15 +336,20 @@ def scaling_sentence(stage: str, curve: list[dict]) -> str:
             f"({first['tokens']:.0f} -> {last['tokens']:.0f} per question)")
 
 
+def paired_winner(comparison: dict, alpha: float = 0.05) -> str | None:
+    """'a' or 'b' when the exact McNemar test separates two stages at `alpha`, else None."""
+    if comparison["p_value"] >= alpha or comparison["wins"] == comparison["losses"]:
+        return None
+    return "a" if comparison["wins"] > comparison["losses"] else "b"
+
+
 def sampling_vs_training_sentence(comparison: dict, alpha: float = 0.05) -> str:
     """Tuned model, one sample (A) against the base model's majority vote (B) on the same
     questions: 'sampling more beat training' only when the exact McNemar test says the base
     vote wins; 'did not make up for it' only when the tuned sample wins; otherwise no claim."""
-    verdict = paired_verdict(comparison, alpha)
-    if comparison["p_value"] < alpha and comparison["losses"] > comparison["wins"]:
-        return f"Sampling more beat training here: {verdict}."
-    if comparison["p_value"] < alpha:
-        return f"Sampling more did not make up for training: {verdict}."
+    verdict, winner = paired_verdict(comparison, alpha), paired_winner(comparison, alpha)
+    if winner:
+        return f"Sampling more beat training here: {verdict}." if winner == "b" else f"Sampling more did not make up for training: {verdict}."
     return f"Neither sampling more nor training is ahead beyond noise on these questions: {verdict}."
 
 
@@ -614,9 +619,7 @@ def margin_sentence(log_history: list[dict], pairs: int, gold_chosen: int) -> st
 def paper_claim_sentence(comparison: dict, paper: str, claim: str, alpha: float = 0.05) -> str:
     """A paper's claim (stage A beats stage B) against this run's paired test: agreed, not
     reproduced at this scale and budget, or pointing the other way."""
-    verdict = paired_verdict(comparison, alpha)
-    if comparison["p_value"] < alpha and comparison["wins"] > comparison["losses"]:
-        return f"*{paper}* reports {claim}; this run agrees: {verdict}."
-    if comparison["p_value"] < alpha:
-        return f"*{paper}* reports {claim}; this run points the other way: {verdict}."
+    verdict, winner = paired_verdict(comparison, alpha), paired_winner(comparison, alpha)
+    if winner:
+        return f"*{paper}* reports {claim}; this run {'agrees' if winner == 'a' else 'points the other way'}: {verdict}."
     return f"*{paper}* reports {claim}; this run does not reproduce it at this scale and budget: {verdict}."
