@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.generate import GenerationStats, SamplingConfig, generate
-from cotlab.io import atomic_write_json, read_jsonl, write_jsonl
+from cotlab.io import atomic_write_json, file_digest, read_jsonl, set_aside, write_jsonl
 from cotlab.prompts import build_messages, render_prompt
 from cotlab.verify import format_ok, grade, is_correct
 
@@ -167,23 +167,37 @@ def answer_changes(before: list[dict], after: list[dict]) -> dict[str, int]:
     return counts
 
 
+def weights_digest(adapter: str | None) -> str | None:
+    """What identifies the weights an evaluation was made with: the digest of the adapter (or full
+    model) file in the folder, so retraining into the same folder never reuses a stale evaluation."""
+    if not adapter:
+        return None
+    for name in ("adapter_model.safetensors", "model.safetensors"):
+        if (Path(adapter) / name).is_file():
+            return file_digest(Path(adapter) / name)
+    return None
+
+
 def evaluate_to(out_dir: str | Path, records, model: str | None = None, adapter: str | None = None, loaded=None,
                 style: str = "think", sampling: SamplingConfig | None = None, exemplars=None, progress: bool = True,
                 **context) -> EvalResult:
     """Evaluate and write the result to out_dir; when out_dir already holds this very evaluation
-    (same questions, style and sampling: a resumed run, or an earlier notebook's), read it back
-    without loading the model.  A different evaluation there is an error, never overwritten."""
+    (same questions, style, sampling and weights: a resumed run, or an earlier notebook's), read it
+    back without loading the model.  An evaluation made otherwise (other questions, settings or
+    retrained weights) is set aside as out_dir.earlier-N, never overwritten, and redone; it says so."""
     sampling = sampling or SamplingConfig()
+    digest = weights_digest(adapter)
     found = load_eval(out_dir)
     if found is not None:
         same = ([r["id"] for r in found.rows] == [r.id for r in records] and found.summary.get("style") == style
-                and found.summary.get("sampling") == sampling.to_dict() and found.summary.get("adapter") == adapter)
-        if not same:
-            raise CotlabError(f"{out_dir} holds a different evaluation: choose another folder")
-        return found
+                and found.summary.get("sampling") == sampling.to_dict() and found.summary.get("adapter") == adapter
+                and found.summary.get("weights") == digest)
+        if same:
+            return found
+        print(f"{out_dir} held an evaluation of other questions, settings or weights: kept as {set_aside(out_dir)}, evaluating afresh")
     from cotlab.models import load_model
 
     lm, tokenizer = loaded or load_model(model, adapter=adapter)
     result = evaluate(lm, tokenizer, records, style=style, sampling=sampling, exemplars=exemplars, progress=progress)
-    write_eval(out_dir, result, model=model, adapter=adapter, **context)
+    write_eval(out_dir, result, model=model, adapter=adapter, weights=digest, **context)
     return result

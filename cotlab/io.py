@@ -85,3 +85,26 @@ def repair_torn_tail(path: str | Path) -> int:
     with open(path, "r+b") as f:
         f.truncate(keep)
     return len(data) - keep
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename earlier work that no longer matches its parameters to `NAME.earlier-N` beside it:
+    redone work never overwrites or deletes what was there.  Returns the new name."""
+    path = Path(path)
+    for n in range(1, 10_000):
+        target = path.with_name(f"{path.name}.earlier-{n}")
+        if not target.exists():
+            os.replace(path, target)
+            return target
+    raise CotlabError(f"too many earlier copies beside {path}")
+
+
+def file_digest(path: str | Path) -> str:
+    """sha1 of a file's bytes (which weights an evaluation was made with)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -24,7 +24,7 @@ import torch
 
 from cotlab import CotlabError
 from cotlab.guards import LearningSignalGuard, check_chat_template, check_rewards, checked_reward, watch_held_out
-from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl
+from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl, set_aside
 from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, hub_id, load_base, load_tokenizer
 from cotlab.recipes import DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
 
@@ -57,11 +57,44 @@ def base_model(recipe):
     return load_base(recipe.model, recipe.dtype, recipe.load_in_4bit, merge=adapter_chain(recipe.adapter))
 
 
+# Fields that may change between a run and its resumption without making its checkpoints stale:
+# where and how often it logs and saves, and how long it runs (asking for more steps continues).
+RESUMABLE_CHANGES = {"output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "save_steps",
+                     "save_total_limit", "max_steps", "num_train_epochs", "push_to_hub", "hub_model_id", "eval_every"}
+FINGERPRINT = "fingerprint.json"
+
+
+def recipe_fingerprint(recipe, train_dataset=None) -> dict:
+    """What decides what a training run produces: the recipe's fields and the training data
+    (`datasets`' content fingerprint, so rows passed in memory count too)."""
+    fields = {k: v for k, v in json.loads(recipe.to_json_string()).items() if k not in RESUMABLE_CHANGES}
+    return {**fields, "train_data": getattr(train_dataset, "_fingerprint", None)}
+
+
+def start_or_resume(trainer, recipe) -> str | None:
+    """The checkpoint to resume from: the last complete one when output_dir was made by this very
+    recipe; when it was made by another (a notebook re-run with a new learning rate, say), that
+    earlier run is set aside as output_dir.earlier-N, never overwritten, and training starts afresh."""
+    out, fingerprint = Path(recipe.output_dir), recipe_fingerprint(recipe, trainer.train_dataset)
+    path = out / FINGERPRINT
+    if trainer.is_world_process_zero():
+        earlier = json.loads(path.read_text()) if path.is_file() else None
+        if earlier is None and last_checkpoint(out):
+            earlier = {}  # checkpoints from a run that recorded no fingerprint: provenance unknown
+        if earlier is not None and earlier != fingerprint:
+            changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+            shown = ", ".join(f"{k} {earlier.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:4]) or "unknown provenance"
+            print(f"{out} was trained with other settings ({shown}): kept as {set_aside(out)}; training afresh")
+        atomic_write_json(path, fingerprint)
+    trainer.accelerator.wait_for_everyone()
+    return last_checkpoint(out)
+
+
 def run_trainer(trainer, recipe, stage: str, extra: dict | None = None) -> dict:
-    """Train, resuming from the last complete checkpoint, then save and return the metrics; a GPU
-    out-of-memory error becomes one line naming the knobs that fix it."""
+    """Train, resuming from the last complete checkpoint of the same recipe, then save and return the
+    metrics; a GPU out-of-memory error becomes one line naming the knobs that fix it."""
     try:
-        measured = measure_training(trainer, resume_from_checkpoint=last_checkpoint(recipe.output_dir))
+        measured = measure_training(trainer, resume_from_checkpoint=start_or_resume(trainer, recipe))
     except torch.cuda.OutOfMemoryError:
         knobs = [f"per_device_train_batch_size (now {recipe.per_device_train_batch_size}; raise gradient_accumulation_steps to keep the batch)"]
         if not recipe.activation_checkpointing:

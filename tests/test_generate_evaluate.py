@@ -95,7 +95,7 @@ def test_evaluate_writes_predictions_and_refuses_to_overwrite(tiny, tmp_path):
         write_eval(tmp_path, result)
 
 
-def test_evaluate_to_reuses_the_same_evaluation_and_refuses_a_different_one(tiny, tmp_path):
+def test_evaluate_to_reuses_the_same_evaluation_and_redoes_a_different_one(tiny, tmp_path):
     from cotlab.evaluate import evaluate_to, load_eval
 
     records = load_records(CHAIN_SUM, n=3, split="test")
@@ -105,9 +105,25 @@ def test_evaluate_to_reuses_the_same_evaluation_and_refuses_a_different_one(tiny
     # A resumed run reads it back without a model (loaded=None and no model name would fail to load).
     again = evaluate_to(tmp_path / "e", records, model="tiny-random", sampling=sampling)
     assert again.rows == first.rows
-    with pytest.raises(CotlabError, match="holds a different evaluation"):
-        evaluate_to(tmp_path / "e", records[:2], model="tiny-random", loaded=tiny, sampling=sampling)
+    # Other questions (a changed n_eval): the earlier evaluation is kept aside, never overwritten.
+    fewer = evaluate_to(tmp_path / "e", records[:2], model="tiny-random", loaded=tiny, sampling=sampling, progress=False)
+    assert len(fewer.rows) == 2 and load_eval(tmp_path / "e.earlier-1").rows == first.rows
     assert load_eval(tmp_path / "nothing") is None
+
+
+def test_an_evaluation_of_retrained_weights_is_not_reused(tmp_path):
+    """The same adapter folder, retrained: its weights' digest differs, so the old evaluation is set aside."""
+    from safetensors.torch import save_file
+    import torch
+
+    from cotlab.evaluate import weights_digest
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    save_file({"w": torch.zeros(2)}, str(folder / "adapter_model.safetensors"))
+    before = weights_digest(str(folder))
+    save_file({"w": torch.ones(2)}, str(folder / "adapter_model.safetensors"))
+    assert before != weights_digest(str(folder)) and weights_digest(None) is None
 
 
 def test_answer_changes_counts_fixed_and_broken():

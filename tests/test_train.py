@@ -173,3 +173,21 @@ def test_activation_checkpointing_is_the_recipes_choice_not_trls_default(sft_row
         trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path), max_steps=1,
                                               activation_checkpointing=checkpointing), sft_rows)
     assert trainer.args.activation_checkpointing is checkpointing and trainer.args.gradient_checkpointing is checkpointing
+
+
+def test_a_changed_recipe_trains_afresh_and_keeps_the_earlier_run(sft_rows, tmp_path):
+    """A notebook re-run with a new learning rate must not resume the old run's finished
+    checkpoint: the earlier run is set aside (never lost) and the new one trains from scratch."""
+    import json
+
+    out = tmp_path / "sft"
+    common = dict(model="tiny-random", output_dir=str(out), max_steps=1, save_steps=1, per_device_train_batch_size=4)
+    first = train_sft(SFTRecipe(learning_rate=1e-3, **common), sft_rows)
+    again = train_sft(SFTRecipe(learning_rate=1e-3, **common), sft_rows)  # same recipe: resumes, nothing to do
+    assert not list(tmp_path.glob("sft.earlier-*")) and first["steps"] == 1 and again["steps"] >= 1
+    changed = train_sft(SFTRecipe(learning_rate=3e-4, **common), sft_rows)
+    earlier = tmp_path / "sft.earlier-1"
+    assert changed["steps"] == 1 and json.loads((earlier / "final" / "recipe.json").read_text())["learning_rate"] == 1e-3
+    assert json.loads((out / "final" / "recipe.json").read_text())["learning_rate"] == 3e-4
+    fewer_rows = train_sft(SFTRecipe(learning_rate=3e-4, **common), sft_rows[:8])  # other data: afresh too
+    assert fewer_rows["train_rows"] == 8 and (tmp_path / "sft.earlier-2").is_dir()
