@@ -1,5 +1,5 @@
 # The two commands of the README.  Both set up .venv first (idempotent).
-.PHONY: setup run test smoke
+.PHONY: setup run test smoke lab
 setup:
 	bash scripts/setup.sh --dev
 
@@ -12,3 +12,7 @@ test:
 
 smoke:
 	bash scripts/setup.sh --dev && .venv/bin/cotlab run --profile smoke
+
+# JupyterLab on the lessons, with the environment's kernel; results land in runs/lab, never in notebooks/.
+lab:
+	bash scripts/setup.sh --dev && .venv/bin/jupyter lab notebooks/

