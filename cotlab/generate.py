@@ -205,8 +205,9 @@ class _SlotDecoder:
             self.positions = torch.cat([self.positions, positions[:, -1] + 1])
         else:
             self.cache, self.mask, self.positions = cache, mask, positions[:, -1] + 1
+        first = len(self.rows)
         self.rows += new_rows
-        yield from self._take(logits)
+        yield from self._take(logits, first)  # the new rows' first tokens; the live rows wait for the next step
 
     def _decode_step(self):
         last = torch.tensor([[ids[-1]] for _, _, ids in self.rows], device=self.device)
@@ -216,11 +217,14 @@ class _SlotDecoder:
         self.positions = self.positions + 1
         yield from self._take(logits)
 
-    def _take(self, logits: torch.Tensor):
-        """Append each row's next token; drop (and yield) the rows that stopped or hit max_new_tokens."""
+    def _take(self, logits: torch.Tensor, first: int = 0):
+        """Append the next token of rows[first:] (one row of logits each); drop (and yield) the rows
+        that stopped or hit max_new_tokens."""
         tokens = self._next_tokens(logits).tolist()
-        keep = []
-        for row, ((prompt, sample, ids), token) in enumerate(zip(self.rows, tokens)):
+        if len(tokens) != len(self.rows) - first:
+            raise AssertionError(f"{len(tokens)} next tokens for {len(self.rows) - first} rows")
+        keep = list(range(first))
+        for row, ((prompt, sample, ids), token) in enumerate(zip(self.rows[first:], tokens), start=first):
             ids.append(token)
             stopped = token in self.stop_ids
             if stopped or len(ids) >= self.sampling.max_new_tokens:

@@ -152,3 +152,23 @@ def test_accuracy_is_strict_with_lenient_beside_it():
     summary = accuracy_summary(rows)
     assert (summary["n"], summary["accuracy"], summary["accuracy_lenient"]) == (4, 0.25, 0.5)
     assert summary["interval"] == wilson_interval(1, 4)
+
+
+def test_rows_that_finish_at_different_times_are_all_returned(tiny, monkeypatch):
+    """Refilled slots: when some rows stop early and waiting prompts take their places, every
+    prompt still gets its k samples, and greedy answers do not depend on the batch.  A third of the
+    vocabulary is made a stop token, so rows end at scattered steps (the random model rarely
+    says EOS, and rows that all end together never exercise a refill)."""
+    import cotlab.generate as generation
+
+    model, tokenizer = tiny
+    monkeypatch.setattr(generation, "_stop_ids", lambda tokenizer, model: list(range(0, len(tokenizer), 3)))
+    prompts = [render_prompt(tokenizer, build_messages(r.question, "think")) for r in load_records(CHAIN_SUM, n=12, split="test")]
+    sampled = generation.generate(model, tokenizer, prompts, SamplingConfig(max_new_tokens=12, temperature=1.0, k=3, batch_size=5),
+                                  progress=False)
+    assert [len(samples) for samples in sampled] == [3] * len(prompts)
+    lengths = {c.tokens for samples in sampled for c in samples}
+    assert len(lengths) > 3  # the rows really did stop at different steps
+    batched = generation.generate(model, tokenizer, prompts, SamplingConfig(max_new_tokens=12, batch_size=4), progress=False)
+    alone = generation.generate(model, tokenizer, prompts, SamplingConfig(max_new_tokens=12, batch_size=1), progress=False)
+    assert [s[0].text for s in batched] == [s[0].text for s in alone]
