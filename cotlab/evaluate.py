@@ -10,7 +10,8 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.generate import GenerationStats, SamplingConfig, generate
-from cotlab.io import atomic_write_json, file_digest, read_jsonl, set_aside, write_jsonl
+from cotlab.io import atomic_write_json, read_jsonl, set_aside, write_jsonl
+from cotlab.models import load_model, trained_in_4bit, weights_digest
 from cotlab.prompts import build_messages, render_prompt
 from cotlab.verify import format_ok, grade, is_correct
 
@@ -167,37 +168,35 @@ def answer_changes(before: list[dict], after: list[dict]) -> dict[str, int]:
     return counts
 
 
-def weights_digest(adapter: str | None) -> str | None:
-    """What identifies the weights an evaluation was made with: the digest of the adapter (or full
-    model) file in the folder, so retraining into the same folder never reuses a stale evaluation."""
-    if not adapter:
-        return None
-    for name in ("adapter_model.safetensors", "model.safetensors"):
-        if (Path(adapter) / name).is_file():
-            return file_digest(Path(adapter) / name)
-    return None
+def questions_digest(records) -> str:
+    """What identifies the questions an evaluation asked, in order: each record's id, question and
+    gold answer (ids alone can coincide: `task-seed-index` across task options, `stem-N` across files)."""
+    import hashlib
+
+    text = json.dumps([[r.id, r.question, r.answer] for r in records])
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def evaluate_to(out_dir: str | Path, records, model: str | None = None, adapter: str | None = None, loaded=None,
                 style: str = "think", sampling: SamplingConfig | None = None, exemplars=None, progress: bool = True,
-                **context) -> EvalResult:
+                load_in_4bit: bool | None = None, **context) -> EvalResult:
     """Evaluate and write the result to out_dir; when out_dir already holds this very evaluation
-    (same questions, style, sampling and weights: a resumed run, or an earlier notebook's), read it
-    back without loading the model.  An evaluation made otherwise (other questions, settings or
-    retrained weights) is set aside as out_dir.earlier-N, never overwritten, and redone; it says so."""
+    (same model, weights, questions, style, exemplars, sampling and quantisation: a resumed run,
+    or an earlier notebook's), read it back without loading the model.  An evaluation made
+    otherwise is set aside as out_dir.earlier-N, never overwritten, and redone; it says so.
+    load_in_4bit None: as the adapter was trained (`cotlab.models.load_model`)."""
     sampling = sampling or SamplingConfig()
-    digest = weights_digest(adapter)
+    made_with = {"model": model, "weights": weights_digest(adapter, model), "questions_digest": questions_digest(records),
+                 "style": style, "exemplars": [list(e) for e in exemplars] if exemplars else None, "sampling": sampling.to_dict(),
+                 "load_in_4bit": trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit}
     found = load_eval(out_dir)
     if found is not None:
-        same = ([r["id"] for r in found.rows] == [r.id for r in records] and found.summary.get("style") == style
-                and found.summary.get("sampling") == sampling.to_dict() and found.summary.get("adapter") == adapter
-                and found.summary.get("weights") == digest)
-        if same:
+        differ = [key for key, value in made_with.items() if found.summary.get(key) != value]
+        if not differ:
             return found
-        print(f"{out_dir} held an evaluation of other questions, settings or weights: kept as {set_aside(out_dir)}, evaluating afresh")
-    from cotlab.models import load_model
-
-    lm, tokenizer = loaded or load_model(model, adapter=adapter)
+        print(f"{out_dir} held an evaluation made otherwise ({', '.join(differ)}): kept as {set_aside(out_dir)}, evaluating afresh")
+    lm, tokenizer = loaded or load_model(model, adapter=adapter, load_in_4bit=made_with["load_in_4bit"])
     result = evaluate(lm, tokenizer, records, style=style, sampling=sampling, exemplars=exemplars, progress=progress)
-    write_eval(out_dir, result, model=model, adapter=adapter, weights=digest, **context)
-    return result
+    context = {"adapter": adapter, **made_with, **context}
+    write_eval(out_dir, result, **context)
+    return EvalResult(result.rows, {**result.summary, **context})  # as a read-back would give it

@@ -104,13 +104,21 @@ class Run:
 
     def trained_stages(self) -> dict[str, dict]:
         """The stages this run has finished: {stage: {"eval": EvalResult, "adapter": path or None}},
-        in training order; what the analysis lessons read."""
+        in training order; what the analysis lessons read.  An evaluation is paired with an adapter
+        only when it scored the weights the adapter (and the chain under it) holds now."""
+        from cotlab.models import weights_digest
+
         found = {}
         for stage in STAGE_ORDER:
             result = self.evaluation(stage)
             adapter = self.adapter(stage) if stage in TRAINING else None
-            if result is not None and (stage not in TRAINING or adapter):
-                found[stage] = {"eval": result, "adapter": adapter}
+            if result is None or (stage in TRAINING and not adapter):
+                continue
+            if adapter and result.summary.get("weights") != weights_digest(adapter):
+                print(f"{stage}: {self.evaluation_dir(stage)} scored other weights than {adapter} holds now "
+                      "(retrained since, or trained on a retrained stage): left out until it is evaluated again")
+                continue
+            found[stage] = {"eval": result, "adapter": adapter}
         return found
 
     def save_results(self, lesson: str, result: dict) -> Path:

@@ -18,7 +18,6 @@ Two lessons use it:
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -34,13 +33,12 @@ from cotlab.stats import across_seeds, compare_paired
 def sft_start(run, model: str, task: str, folder: str | Path, steps: int, n_train: int = 64, data_seed: int = 0,
               seed: int = 0) -> tuple[str, str]:
     """(adapter, what it is): the run's SFT adapter (notebook 02), or when a lesson runs alone a
-    short SFT on gold chains trained into `folder` (reused when already there)."""
+    short SFT on gold chains trained into `folder`.  A fallback trained there before is reused
+    only through `train_sft`, which reads it back when its recipe and rows are the same and
+    trains afresh (setting the old one aside) when they are not."""
     adapter = run.adapter("sft")
     if adapter:
         return adapter, "the run's SFT adapter (notebook 02)"
-    final = Path(folder) / "final"
-    if (final / "adapter_config.json").is_file():
-        return str(final), "a short SFT on gold chains trained by this lesson earlier"
     from cotlab.data import load_records, training_split
     from cotlab.distill import to_sft_rows
     from cotlab.recipes import SFTRecipe
@@ -49,14 +47,16 @@ def sft_start(run, model: str, task: str, folder: str | Path, steps: int, n_trai
 
     rows = to_sft_rows(GoldTeacher().rationales(load_records(task, n=n_train, split=training_split(task), seed=data_seed)))
     metrics = train_sft(SFTRecipe(model=model, output_dir=str(folder), max_steps=steps, seed=seed, save_steps=10_000), rows)
-    return metrics["output"], f"a {steps}-step SFT on {len(rows)} gold chains trained here (the run has no notebook-02 adapter)"
+    when = "by this lesson earlier" if metrics.get("reused") else "here"
+    return metrics["output"], f"a {steps}-step SFT on {len(rows)} gold chains trained {when} (the run has no notebook-02 adapter)"
 
 
 def trained_once(train, recipe, dataset) -> dict:
-    """`train(recipe, dataset)`, unless recipe.output_dir already holds a finished run's
-    metrics.json (a resumed or repeated lesson): then those metrics, without training again."""
-    done = Path(recipe.output_dir) / "metrics.json"
-    return json.loads(done.read_text()) if done.is_file() else train(recipe, dataset)
+    """`train(recipe, dataset)`.  A repeated lesson costs nothing: the training functions read a
+    finished run of the same recipe, data and starting weights back without loading a model
+    (`cotlab.training.finished_run`), and retrain when any of them changed; a metrics.json alone
+    is no proof of that, so this no longer reads one."""
+    return train(recipe, dataset)
 
 
 # GRPO objectives ---------------------------------------------------------------------------------

@@ -246,14 +246,17 @@ def load_model(
     adapter: str | None = None,
     device: str | None = None,
     dtype: torch.dtype | str | None = None,
-    load_in_4bit: bool = False,
+    load_in_4bit: bool | None = None,
 ):
     """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype` (see `resolve_dtype`).
 
     adapter: a PEFT adapter folder applied on top (kept separate, not merged, so its weights can
-    still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes.
+    still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes; None loads
+    the base as the adapter was trained (4-bit under a QLoRA recipe), so a QLoRA adapter is scored
+    on the NF4 base it learned to correct and not on full-precision weights it never saw.
     """
     device = device or default_device()
+    load_in_4bit = trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit
     model = load_base(name, dtype, load_in_4bit, device=device)
     if not load_in_4bit:
         model.to(device)
@@ -263,18 +266,97 @@ def load_model(
     return model, load_tokenizer(name)
 
 
+def trained_in_4bit(adapter: str | Path | None) -> bool:
+    """Whether an adapter was trained on a 4-bit base (its recipe.json says load_in_4bit)."""
+    recipe = Path(adapter) / "recipe.json" if adapter else None
+    return bool(recipe and recipe.is_file() and json.loads(recipe.read_text()).get("load_in_4bit"))
+
+
 def adapter_chain(adapter: str | None) -> list[str]:
-    """Every adapter a stage trained on `adapter` must start from, in merge order."""
-    return [*base_adapters(adapter), str(adapter)] if adapter else []
+    """Every adapter a stage trained on `adapter` must start from, in merge order; raises when one
+    of them changed since `adapter` was trained on it (see `base_adapters`)."""
+    return [*base_adapters(adapter), os.path.abspath(adapter)] if adapter else []
 
 
 BASE_ADAPTERS_FILE = "cotlab_base_adapters.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The files holding a folder's trained weights: the adapter's, or a full checkpoint's shards."""
+    own = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    return own[:1] or sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+
+
+def own_digest(folder: str | Path) -> str | None:
+    """The digest of one folder's own weights (the adapter file, or every shard of a full model);
+    None when it holds none."""
+    from cotlab.io import file_digest
+
+    files = _weight_files(Path(folder))
+    if len(files) <= 1:
+        return file_digest(files[0]) if files else None
+    return _combined([file_digest(f) for f in files])
+
+
+def _combined(digests: list) -> str:
+    import hashlib
+
+    return hashlib.sha1("|".join(map(str, digests)).encode()).hexdigest()[:16]
+
+
+def weights_digest(adapter: str | Path | None, model: str | None = None) -> str | None:
+    """What identifies the weights a result was made with: the adapter's own file and the file of
+    every adapter merged under it, in order (a DPO adapter means nothing without the SFT adapter
+    it was trained on, and retraining the SFT into the same folder must change the DPO's digest);
+    with no adapter, the model's own weights when it is a local folder (a full fine-tune), else
+    None (a named base is identified by its name).  A lone adapter's digest is its file's."""
+    if not adapter:
+        return own_digest(model) if model and Path(model).expanduser().is_dir() else None
+    digests = [own_digest(path) if Path(path).is_dir() else "missing" for path, _ in _recorded_bases(adapter)]
+    return _combined([*digests, own_digest(adapter)]) if digests else own_digest(adapter)
+
+
+def _recorded_bases(adapter: str | Path) -> list[tuple[str, str | None]]:
+    """(path, digest when trained) of each adapter merged under `adapter`.  A path recorded
+    relative to the adapter (both inside one run directory) is found there first, so a moved or
+    copied run directory still loads; else the absolute path it was trained from."""
+    path = Path(adapter) / BASE_ADAPTERS_FILE
+    if not path.is_file():
+        return []
+    saved = json.loads(path.read_text())
+    absolute = saved["merged_adapters"]
+    relative = saved.get("relative") or [None] * len(absolute)
+    digests = saved.get("digests") or [None] * len(absolute)
+    found = []
+    for where, near, digest in zip(absolute, relative, digests):
+        moved = os.path.abspath(Path(adapter) / near) if near else None
+        found.append((moved if moved and Path(moved).is_dir() else where, digest))
+    return found
 
 
 def base_adapters(adapter: str | Path) -> list[str]:
-    """Adapters that were merged into the base before this one was trained (e.g. SFT under DPO)."""
-    path = Path(adapter) / BASE_ADAPTERS_FILE
-    return json.loads(path.read_text())["merged_adapters"] if path.is_file() else []
+    """Adapters that were merged into the base before this one was trained (e.g. SFT under DPO).
+    Each must still hold the weights it held then: an SFT retrained into the same folder would
+    otherwise silently put the old DPO delta on top of the new SFT."""
+    found = _recorded_bases(adapter)
+    for path, digest in found:
+        if not Path(path).is_dir():
+            raise CotlabError(f"{adapter} was trained on top of the adapter {path}, which is missing")
+        if digest is not None and own_digest(path) != digest:
+            raise CotlabError(f"{adapter} was trained on top of {path}, which has been retrained since: "
+                              f"retrain {adapter} (its stage) on the current one")
+    return [path for path, _ in found]
+
+
+def base_adapters_record(adapter: str | Path, chain: list[str]) -> dict:
+    """What `cotlab_base_adapters.json` records of the chain an adapter is trained on: each path
+    (absolute, and relative to the adapter when both lie in one run directory) and its digest."""
+    parents = Path(os.path.abspath(adapter)).parents  # run/LESSON/TRAINING/final: the run directory is two above
+    run_dir = parents[min(2, len(parents) - 1)]
+    inside = [Path(p).is_relative_to(run_dir) for p in chain]
+    return {"merged_adapters": chain, "digests": [own_digest(p) for p in chain],
+            "relative": [os.path.relpath(p, os.path.abspath(adapter)) if near else None for p, near in zip(chain, inside)]}
 
 
 def merge_adapters(model, adapters: list[str]):
@@ -289,7 +371,9 @@ def merge_adapters(model, adapters: list[str]):
 
 def check_adapter(adapter: str | Path) -> None:
     if not (Path(adapter) / "adapter_config.json").is_file():
-        raise CotlabError(f"adapter folder {adapter} has no adapter_config.json")
+        full = (Path(adapter) / "config.json").is_file()
+        raise CotlabError(f"adapter folder {adapter} has no adapter_config.json"
+                          + (" (it is a full checkpoint: load it as the model, with no adapter)" if full else ""))
 
 
 def apply_adapter(model, adapter: str):

@@ -25,7 +25,7 @@ import torch
 from cotlab import CotlabError
 from cotlab.guards import LearningSignalGuard, check_chat_template, check_rewards, checked_reward, watch_held_out
 from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl, set_aside
-from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, hub_id, load_base, load_tokenizer
+from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, base_adapters_record, hub_id, load_base, load_tokenizer, weights_digest
 from cotlab.recipes import DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
 
 def load_training_dataset(source):
@@ -58,43 +58,104 @@ def base_model(recipe):
 
 
 # Fields that may change between a run and its resumption without making its checkpoints stale:
-# where and how often it logs and saves, and how long it runs (asking for more steps continues).
+# where and how often it logs and saves.
 RESUMABLE_CHANGES = {"output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "save_steps",
-                     "save_total_limit", "max_steps", "num_train_epochs", "push_to_hub", "hub_model_id", "eval_every"}
+                     "save_total_limit", "push_to_hub", "hub_model_id", "eval_every"}
+# How long it runs: recorded beside the fingerprint, not in it.  More steps continue the run (the
+# Trainer rebuilds the learning-rate schedule for the new total and continues it from the
+# checkpoint's step, so the rate jumps back up to where the longer schedule is at that step);
+# fewer steps, or other epochs, train afresh: a checkpoint past the new end would be saved as
+# the shorter run's result.
+SCHEDULE = ("max_steps", "num_train_epochs")
 FINGERPRINT = "fingerprint.json"
 
 
 def recipe_fingerprint(recipe, train_dataset=None) -> dict:
-    """What decides what a training run produces: the recipe's fields and the training data
-    (`datasets`' content fingerprint, so rows passed in memory count too)."""
-    fields = {k: v for k, v in json.loads(recipe.to_json_string()).items() if k not in RESUMABLE_CHANGES}
-    return {**fields, "train_data": getattr(train_dataset, "_fingerprint", None)}
+    """What decides what a training run produces: the recipe's fields, the training data
+    (`datasets`' content fingerprint, so rows passed in memory count too) and the starting
+    weights (the digest of the adapter chain it trains on: an SFT retrained into the same folder
+    makes a DPO or GRPO run on top of it stale)."""
+    fields = {k: v for k, v in json.loads(recipe.to_json_string()).items() if k not in RESUMABLE_CHANGES and k not in SCHEDULE}
+    return {**fields, "train_data": getattr(train_dataset, "_fingerprint", None),
+            "start_weights": weights_digest(recipe.adapter, recipe.model)}
 
 
-def start_or_resume(trainer, recipe) -> str | None:
+def schedule(recipe) -> dict:
+    return {key: getattr(recipe, key) for key in SCHEDULE}
+
+
+def afresh_because(earlier: dict | None, fingerprint: dict, recipe) -> str | None:
+    """Why output_dir's earlier run cannot be continued by `recipe` (None: it can, or there is none)."""
+    if earlier is None:
+        return None
+    changed = sorted(k for k in set(earlier) | set(fingerprint) if k != "schedule" and earlier.get(k) != fingerprint.get(k))
+    if changed or not earlier:
+        return ", ".join(f"{k} {earlier.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:4]) or "unknown provenance"
+    before, now = earlier.get("schedule", schedule(recipe)), schedule(recipe)
+    fewer = before["max_steps"] > now["max_steps"] or (before["max_steps"] != now["max_steps"] and min(before["max_steps"], now["max_steps"]) <= 0)
+    if fewer or before["num_train_epochs"] != now["num_train_epochs"]:
+        return ", ".join(f"{k} {before[k]!r} -> {now[k]!r}" for k in SCHEDULE if before[k] != now[k])
+    return None
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def finished_run(recipe, fingerprint: dict) -> dict | None:
+    """The metrics of the run already in output_dir when it is this very run, finished (same
+    fingerprint and schedule, final/ and metrics.json written at the recipe's step count); None
+    otherwise.  A notebook re-run with the same parameters then costs nothing: no model is loaded."""
+    out = Path(recipe.output_dir)
+    earlier, done = _read_json(out / FINGERPRINT), _read_json(out / "metrics.json")
+    final = out / "final"
+    if earlier is None or done is None or not any((final / name).is_file() for name in ("adapter_config.json", "config.json")):
+        return None
+    if afresh_because(earlier, fingerprint, recipe) or earlier.get("schedule") != schedule(recipe):
+        return None
+    if recipe.max_steps > 0 and done.get("steps") != recipe.max_steps:
+        return None
+    paths = {"output": str(final), **({"merged": str(out / "merged")} if "merged" in done else {})}
+    return {**done, **paths, "reused": True}  # paths as they are now: the run directory may have moved
+
+
+def start_or_resume(trainer, recipe, fingerprint: dict) -> str | None:
     """The checkpoint to resume from: the last complete one when output_dir was made by this very
-    recipe; when it was made by another (a notebook re-run with a new learning rate, say), that
-    earlier run is set aside as output_dir.earlier-N, never overwritten, and training starts afresh."""
-    out, fingerprint = Path(recipe.output_dir), recipe_fingerprint(recipe, trainer.train_dataset)
+    recipe; when it was made by another (a notebook re-run with a new learning rate, or fewer
+    steps, say), that earlier run is set aside as output_dir.earlier-N, never overwritten, and
+    training starts afresh."""
+    out = Path(recipe.output_dir)
     path = out / FINGERPRINT
     if trainer.is_world_process_zero():
-        earlier = json.loads(path.read_text()) if path.is_file() else None
+        earlier = _read_json(path)
         if earlier is None and last_checkpoint(out):
             earlier = {}  # checkpoints from a run that recorded no fingerprint: provenance unknown
-        if earlier is not None and earlier != fingerprint:
-            changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
-            shown = ", ".join(f"{k} {earlier.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:4]) or "unknown provenance"
-            print(f"{out} was trained with other settings ({shown}): kept as {set_aside(out)}; training afresh")
-        atomic_write_json(path, fingerprint)
+        reason = afresh_because(earlier, fingerprint, recipe)
+        if reason:
+            print(f"{out} was trained with other settings ({reason}): kept as {set_aside(out)}; training afresh")
+        atomic_write_json(path, {**fingerprint, "schedule": schedule(recipe)})
     trainer.accelerator.wait_for_everyone()
     return last_checkpoint(out)
 
 
-def run_trainer(trainer, recipe, stage: str, extra: dict | None = None) -> dict:
+def train_or_reuse(stage: str, recipe, data, build) -> dict:
+    """The finished run's metrics when output_dir holds this very run (`finished_run`), else
+    `build()` -> (trainer, extra metrics), trained through `run_trainer`.  Every stage goes
+    through here, so reuse is decided by the fingerprint alone."""
+    fingerprint = recipe_fingerprint(recipe, data)
+    done = finished_run(recipe, fingerprint)
+    if done is not None:
+        print(f"{recipe.output_dir} already holds this {stage} run ({done['steps']} steps, same recipe, data and start): read back")
+        return done
+    trainer, extra = build()
+    return run_trainer(trainer, recipe, stage, extra, fingerprint)
+
+
+def run_trainer(trainer, recipe, stage: str, extra: dict | None, fingerprint: dict) -> dict:
     """Train, resuming from the last complete checkpoint of the same recipe, then save and return the
     metrics; a GPU out-of-memory error becomes one line naming the knobs that fix it."""
     try:
-        measured = measure_training(trainer, resume_from_checkpoint=start_or_resume(trainer, recipe))
+        measured = measure_training(trainer, resume_from_checkpoint=start_or_resume(trainer, recipe, fingerprint))
     except torch.cuda.OutOfMemoryError:
         knobs = [f"per_device_train_batch_size (now {recipe.per_device_train_batch_size}; raise gradient_accumulation_steps to keep the batch)"]
         if not recipe.activation_checkpointing:
@@ -124,13 +185,31 @@ def _close_progress_bars(trainer) -> None:
 def measure_training(trainer, resume_from_checkpoint: str | None = None) -> dict:
     """Run trainer.train() and measure it: wall time, this run's peak memory, the weights' own
     memory (4-bit under QLoRA: what QLoRA saves, apart from activations and optimiser state),
-    tokens trained and tokens/s.  The stages and bench/ both measure through here."""
+    tokens trained and tokens/s.  The stages and bench/ both measure through here.  A resumed run
+    is measured over what this call trained (`resumed_from_step` onwards): tokens and seconds of
+    the same segment, so tokens/s is not the whole run's tokens over the last segment's time."""
+    before = tokens_at(resume_from_checkpoint, trainer)
+    if hasattr(trainer, "_total_train_tokens"):
+        trainer._total_train_tokens = before  # SFT and DPO count from 0 in every Trainer: continue the run's count
     reset_peak_memory()
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     wall = time.perf_counter() - start
-    return {"wall_seconds": round(wall, 1), "peak_memory_mb": round(peak_memory_mb(), 1),
-            "weights_memory_mb": round(trainer.model.get_memory_footprint() / 2**20, 2), **_throughput(trainer, wall)}
+    resumed = int(Path(resume_from_checkpoint).name.split("-")[-1]) if resume_from_checkpoint else 0
+    return {"wall_seconds": round(wall, 1), "peak_memory_mb": round(peak_memory_mb(), 1), "resumed_from_step": resumed,
+            "weights_memory_mb": round(trainer.model.get_memory_footprint() / 2**20, 2), **_throughput(trainer, wall, before)}
+
+
+def tokens_at(checkpoint: str | None, trainer) -> int:
+    """Tokens the run had trained when `checkpoint` was saved, on the counter TRL logs as
+    `num_tokens`: GRPO's is the Trainer state's num_input_tokens_seen, saved with the checkpoint;
+    SFT's and DPO's is their own, read from the checkpoint's last logged value."""
+    state = _read_json(Path(checkpoint) / "trainer_state.json") if checkpoint else None
+    if state is None:
+        return 0
+    if not hasattr(trainer, "_total_train_tokens"):
+        return int(state.get("num_input_tokens_seen") or 0)
+    return max((int(e.get("num_tokens", 0)) for e in state.get("log_history", [])), default=0)
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -165,14 +244,13 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _throughput(trainer, wall: float) -> dict:
+def _throughput(trainer, wall: float, before: int = 0) -> dict:
     """Tokens over all processes: TRL's logged `num_tokens` is already gathered across ranks (SFT
     and DPO sum `gather_for_metrics` of each batch's tokens, GRPO of the prompt and completion
-    lengths), so the figure and tokens/s are the whole run's, not one GPU's."""
-    tokens = 0
-    for entry in trainer.state.log_history:
-        tokens = max(tokens, int(entry.get("num_tokens", 0)))
-    return {"train_tokens": tokens, "tokens_per_second": round(tokens / wall, 1) if wall else 0.0}
+    lengths), so the figure and tokens/s are the whole run's, not one GPU's; less `before`, the
+    count at the checkpoint this call resumed from."""
+    tokens = max((int(entry.get("num_tokens", 0)) for entry in trainer.state.log_history), default=0) - before
+    return {"train_tokens": max(tokens, 0), "tokens_per_second": round(tokens / wall, 1) if wall and tokens > 0 else 0.0}
 
 
 def across_processes(trainer, value: float) -> list[float]:
@@ -236,7 +314,7 @@ def write_outputs(trainer, recipe, stage: str, metrics: dict) -> None:
     trainer.processing_class.save_pretrained(str(final))
     chain = adapter_chain(recipe.adapter)
     if chain:
-        atomic_write_json(final / BASE_ADAPTERS_FILE, {"merged_adapters": chain})
+        atomic_write_json(final / BASE_ADAPTERS_FILE, base_adapters_record(final, chain))
     if "merged" in metrics:
         trainer.model.merge_and_unload().save_pretrained(metrics["merged"])
         trainer.processing_class.save_pretrained(metrics["merged"])
@@ -281,11 +359,14 @@ def model_card(stage: str, recipe, metrics: dict) -> str:
     origin = " (dequantised from its Q4_1 GGUF)" if recipe.model == "embedded" else ""
     chain = adapter_chain(recipe.adapter)
     versions = ", ".join(f"{p} {md.version(p)}" for p in ("transformers", "trl", "peft"))
+    resumed = metrics.get("resumed_from_step", 0)
+    resumed_note = f"(resumed at step {resumed}: time and speed are of its last {metrics['steps'] - resumed} steps) " if resumed else ""
     return (
         f"# cotlab {stage.upper()} output\n\n"
         f"Base model: `{recipe.model}`{f' = `{base}`' if base else ''}{origin}"
         f"{f'; trained on top of these adapters, merged in order: {chain}' if chain else ''}.\n\n"
         f"Trained with cotlab ({stage}, TRL) for {metrics['steps']} steps "
+        f"{resumed_note}"
         f"in {metrics['wall_seconds']} s on {metrics['world_size']} process(es); {metrics['tokens_per_second']} tokens/s; "
         f"peak memory {metrics['peak_memory_mb']} MB; final loss {metrics.get('final_loss')}.\n\n"
         f"Prompt format: the think format of `cotlab.prompts` (`<think>…</think>` then `<answer>…</answer>`).\n\n"
@@ -300,9 +381,10 @@ def model_card(stage: str, recipe, metrics: dict) -> str:
 
 def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
     """Supervised fine-tuning on prompt/completion (or messages) rows; loss on the completion only
-    (TRL's default for prompt/completion rows). Resumes from the last checkpoint in output_dir."""
-    trainer = build_sft_trainer(recipe, dataset, eval_dataset)
-    return run_trainer(trainer, recipe, "sft", {"train_rows": len(trainer.train_dataset)})
+    (TRL's default for prompt/completion rows). Resumes from the last checkpoint in output_dir;
+    reads a finished identical run back without loading the model (`train_or_reuse`)."""
+    rows = load_training_dataset(dataset if dataset is not None else recipe.dataset)
+    return train_or_reuse("sft", recipe, rows, lambda: (build_sft_trainer(recipe, rows, eval_dataset), {"train_rows": len(rows)}))
 
 
 def build_sft_trainer(recipe: SFTRecipe, dataset=None, eval_dataset=None):
@@ -341,16 +423,22 @@ def train_dpo(recipe: DPORecipe, dataset=None, held_out=None, held_out_sampling=
     reference log-probs with the adapter disabled: no second copy of the model in memory.
     `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the DPO
     rewards (cotlab.guards.HeldOutAccuracy)."""
+    pairs = load_training_dataset(dataset if dataset is not None else recipe.dataset)
+    return train_or_reuse("dpo", recipe, pairs, lambda: (build_dpo_trainer(recipe, pairs, held_out, held_out_sampling),
+                                                         {"train_pairs": len(pairs)}))
+
+
+def build_dpo_trainer(recipe: DPORecipe, pairs, held_out=None, held_out_sampling=None):
+    """TRL's DPOTrainer set up from a recipe, the chat template checked before the model loads."""
     from trl import DPOTrainer
 
-    pairs = load_training_dataset(dataset if dataset is not None else recipe.dataset)
     tokenizer = load_tokenizer(recipe.model)
     if recipe.guards != "off":
         check_chat_template(tokenizer, pairs, recipe.model)
     trainer = DPOTrainer(model=base_model(recipe), args=recipe, train_dataset=pairs,
                          processing_class=tokenizer, peft_config=lora_config(recipe))
     watch_held_out(trainer, recipe, held_out, held_out_sampling)
-    return run_trainer(trainer, recipe, "dpo", {"train_pairs": len(pairs)})
+    return trainer
 
 
 # GRPO --------------------------------------------------------------------------------------------
@@ -376,8 +464,11 @@ def _is_task_file(path: str) -> bool:
 def train_grpo(recipe: GRPORecipe, dataset=None, held_out=None, held_out_sampling=None) -> dict:
     """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model;
     `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the reward."""
-    trainer, info = build_grpo_trainer(recipe, dataset, held_out, held_out_sampling)
-    return run_trainer(trainer, recipe, "grpo", info)
+    from cotlab.rewards import reward_functions
+
+    prompts = grpo_prompts(dataset if dataset is not None else recipe.dataset, recipe)
+    recipe.reward_weights = reward_functions(recipe.rewards, recipe.max_completion_length)[1]  # part of the fingerprint
+    return train_or_reuse("grpo", recipe, prompts, lambda: build_grpo_trainer(recipe, prompts, held_out, held_out_sampling))
 
 
 def build_grpo_trainer(recipe: GRPORecipe, dataset=None, held_out=None, held_out_sampling=None):

@@ -116,7 +116,7 @@ def test_an_evaluation_of_retrained_weights_is_not_reused(tmp_path):
     from safetensors.torch import save_file
     import torch
 
-    from cotlab.evaluate import weights_digest
+    from cotlab.models import weights_digest
 
     folder = tmp_path / "adapter"
     folder.mkdir()
@@ -124,6 +124,53 @@ def test_an_evaluation_of_retrained_weights_is_not_reused(tmp_path):
     before = weights_digest(str(folder))
     save_file({"w": torch.ones(2)}, str(folder / "adapter_model.safetensors"))
     assert before != weights_digest(str(folder)) and weights_digest(None) is None
+
+
+def test_evaluate_to_redoes_an_evaluation_of_another_model_prompt_or_question_text(tiny, tmp_path):
+    """Reuse needs the same model name, exemplars, quantisation and questions (id, text and gold
+    answer: ids alone repeat across task options and files), not only the same ids and sampling."""
+    from dataclasses import replace
+
+    from cotlab.evaluate import evaluate_to, questions_digest
+
+    records = load_records(CHAIN_SUM, n=2, split="test")
+    sampling = SamplingConfig(max_new_tokens=2, batch_size=2)
+    kwargs = dict(loaded=tiny, sampling=sampling, progress=False)
+    first = evaluate_to(tmp_path / "e", records, model="tiny-random", **kwargs)
+    assert first.summary["questions_digest"] == questions_digest(records) and first.summary["load_in_4bit"] is False
+    assert evaluate_to(tmp_path / "e", records, model="tiny-random", sampling=sampling).rows == first.rows  # read back, no model
+    exemplars = [("1 + 1?", "1 + 1 = 2", "2")]
+    reworded = [replace(records[0], question=records[0].question + " "), records[1]]
+    changes = [({"model": "embedded"}, records), ({"model": "tiny-random", "style": "few_shot_cot", "exemplars": exemplars}, records),
+               ({"model": "tiny-random", "style": "few_shot_cot", "exemplars": exemplars * 2}, records),
+               ({"model": "tiny-random"}, reworded), ({"model": "tiny-random", "load_in_4bit": True}, reworded)]
+    for n, (change, questions) in enumerate(changes, 1):
+        evaluate_to(tmp_path / "e", questions, **kwargs, **change)
+        assert (tmp_path / f"e.earlier-{n}").is_dir(), change
+    assert not (tmp_path / f"e.earlier-{len(changes) + 1}").exists()
+
+
+def test_trained_stages_leaves_out_an_evaluation_of_other_weights(tmp_path):
+    """An evaluation is paired with the adapter only while the adapter holds the weights it scored."""
+    from safetensors.torch import save_file
+    import torch
+
+    from cotlab.evaluate import EvalResult
+    from cotlab.layout import Run
+    from cotlab.models import weights_digest
+
+    run = Run(tmp_path)
+    final = run.training_dir("sft") / "final"
+    final.mkdir(parents=True)
+    (final / "adapter_config.json").write_text("{}")
+    save_file({"w": torch.zeros(2)}, str(final / "adapter_model.safetensors"))
+    result = EvalResult([{"id": "a", "correct": True, "correct_lenient": True, "completion_tokens": 1, "finished": True, "format_ok": True}],
+                        {"accuracy": 1.0})
+    write_eval(run.evaluation_dir("base"), result)
+    write_eval(run.evaluation_dir("sft"), result, weights=weights_digest(str(final)))
+    assert list(run.trained_stages()) == ["base", "sft"] and run.trained_stages()["sft"]["adapter"] == str(final)
+    save_file({"w": torch.ones(2)}, str(final / "adapter_model.safetensors"))  # retrained since
+    assert list(run.trained_stages()) == ["base"]
 
 
 def test_answer_changes_counts_fixed_and_broken():

@@ -110,24 +110,32 @@ class FakeRun:
         return self._adapter
 
 
-def test_sft_start_prefers_the_runs_adapter_then_an_earlier_fallback(tmp_path):
+def test_sft_start_prefers_the_runs_adapter_then_trains_or_reads_back_its_fallback(tmp_path, monkeypatch):
+    """No shortcut on a bare final/: the fallback goes through train_sft, which reads back only a
+    finished run of the same recipe and rows, and trains afresh when they changed."""
+    from cotlab import training
+
     assert sft_start(FakeRun("/runs/sft/final"), "tiny-random", "rg:chain_sum", tmp_path / "sft", 1) == (
         "/runs/sft/final", "the run's SFT adapter (notebook 02)")
-    (tmp_path / "sft" / "final").mkdir(parents=True)
-    (tmp_path / "sft" / "final" / "adapter_config.json").write_text("{}")
-    adapter, said = sft_start(FakeRun(), "tiny-random", "rg:chain_sum", tmp_path / "sft", 1)
-    assert adapter == str(tmp_path / "sft" / "final") and "earlier" in said
+    adapter, said = sft_start(FakeRun(), "tiny-random", "rg:chain_sum", tmp_path / "sft", 1, n_train=8)
+    assert adapter == str(tmp_path / "sft" / "final") and "trained here" in said
+    with monkeypatch.context() as patched:
+        patched.setattr(training, "build_sft_trainer", lambda *a, **k: pytest.fail("a finished fallback was trained again"))
+        again, said = sft_start(FakeRun(), "tiny-random", "rg:chain_sum", tmp_path / "sft", 1, n_train=8)
+    assert again == adapter and "earlier" in said
+    sft_start(FakeRun(), "tiny-random", "rg:chain_sum", tmp_path / "sft", 1, n_train=8, data_seed=1)  # other rows
+    assert (tmp_path / "sft.earlier-1" / "final" / "adapter_config.json").is_file()
 
 
-def test_trained_once_reads_a_finished_run_back(tmp_path):
+def test_trained_once_leaves_reuse_to_the_training_function(tmp_path):
+    """A metrics.json alone (a run of another recipe or data, say) is no reason to skip training."""
     class Recipe:
         output_dir = str(tmp_path)
 
     calls = []
     train = lambda recipe, data: calls.append(data) or {"output": "new"}  # noqa: E731
-    assert trained_once(train, Recipe, [1]) == {"output": "new"} and calls == [[1]]
     (tmp_path / "metrics.json").write_text(json.dumps({"output": "old"}))
-    assert trained_once(train, Recipe, [2]) == {"output": "old"} and calls == [[1]]
+    assert trained_once(train, Recipe, [2]) == {"output": "new"} and calls == [[2]]
 
 
 # Chain forms --------------------------------------------------------------------------------------

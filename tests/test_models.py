@@ -67,3 +67,57 @@ def test_dtype_policy(monkeypatch):
 def test_load_model_takes_a_dtype_name():
     model, _ = load_model("tiny-random", dtype="float32")
     assert str(model.dtype) == "torch.float32"
+
+
+def test_a_full_checkpoint_given_as_adapter_says_so(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CotlabError, match="full checkpoint: load it as the model"):
+        load_model("tiny-random", adapter=str(tmp_path))
+
+
+def test_trained_in_4bit_reads_the_adapters_recipe(tmp_path):
+    from cotlab.models import trained_in_4bit
+
+    assert not trained_in_4bit(None) and not trained_in_4bit(str(tmp_path))
+    (tmp_path / "recipe.json").write_text(json.dumps({"load_in_4bit": True}))
+    assert trained_in_4bit(str(tmp_path))
+
+
+def test_an_adapter_chain_is_checked_by_content_and_survives_a_moved_run(tmp_path):
+    """An adapter trained on top of another records the other's path (relative inside one run
+    directory) and digest: the run directory can move, but a base retrained into the same folder
+    makes the top adapter stale -- loading it is a one-line error, its digest changes, and its
+    stage, asked again with the same recipe, trains afresh rather than reading the old run back."""
+    import shutil
+
+    from cotlab.data import load_records
+    from cotlab.models import adapter_chain, weights_digest
+    from cotlab.prompts import sft_example
+    from cotlab.recipes import SFTRecipe
+    from cotlab.training import train_sft
+
+    from conftest import CHAIN_SUM
+
+    rows = [sft_example(r.question, r.rationale, r.answer) for r in load_records(CHAIN_SUM, n=4, split="train")]
+    common = dict(model="tiny-random", max_steps=1, per_device_train_batch_size=4, save_steps=10, learning_rate=1e-2, warmup_steps=0)
+    first = tmp_path / "run"
+    train_sft(SFTRecipe(output_dir=str(first / "02_sft" / "main"), **common), rows)
+    train_sft(SFTRecipe(output_dir=str(first / "03_dpo" / "train"), adapter=str(first / "02_sft" / "main" / "final"), **common), rows)
+    record = json.loads((first / "03_dpo" / "train" / "final" / "cotlab_base_adapters.json").read_text())
+    assert record["relative"] == ["../../../02_sft/main/final"] and len(record["digests"]) == 1
+
+    root = tmp_path / "moved"
+    shutil.move(first, root)
+    base, top = root / "02_sft" / "main" / "final", str(root / "03_dpo" / "train" / "final")
+    assert adapter_chain(top) == [str(base), top]
+    assert type(load_model("tiny-random", adapter=top)[0]).__name__ == "PeftModelForCausalLM"
+    before = weights_digest(top)
+    assert before not in (weights_digest(str(base)), None)
+
+    train_sft(SFTRecipe(output_dir=str(root / "02_sft" / "main"), seed=1, **common), rows)  # the base, retrained in place
+    with pytest.raises(CotlabError, match=f"trained on top of {base}, which has been retrained since"):
+        load_model("tiny-random", adapter=top)
+    assert weights_digest(top) != before
+    again = train_sft(SFTRecipe(output_dir=str(root / "03_dpo" / "train"), adapter=str(base), **common), rows)
+    assert "reused" not in again and (root / "03_dpo" / "train.earlier-1").is_dir()
+    assert type(load_model("tiny-random", adapter=top)[0]).__name__ == "PeftModelForCausalLM"

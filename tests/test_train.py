@@ -55,6 +55,33 @@ def test_sft_trains_saves_an_adapter_and_resumes(sft_rows, tmp_path):
     logged_steps = [e["step"] for e in resumed["log_history"] if "loss" in e]
     assert logged_steps[0] <= 2 and logged_steps[-1] == 4  # history carried over from the checkpoint
     assert last_checkpoint(tmp_path / "sft").endswith("checkpoint-4")
+    # Throughput is the resumed segment's: its tokens (the run's count went on from checkpoint-2's), over its time.
+    counts = [e["num_tokens"] for e in resumed["log_history"] if "num_tokens" in e]
+    assert resumed["resumed_from_step"] == 2 and counts == sorted(counts)
+    assert 0 < resumed["train_tokens"] == counts[-1] - metrics["train_tokens"]
+    assert resumed["tokens_per_second"] == round(resumed["train_tokens"] / resumed["wall_seconds"], 1)
+    assert "resumed at step 2" in (tmp_path / "sft" / "final" / "README.md").read_text()
+
+
+def test_a_finished_run_is_read_back_without_loading_a_model(sft_rows, tmp_path, monkeypatch):
+    """A re-run with the same recipe and rows costs nothing and rewrites nothing; fewer steps is
+    not a resumption (checkpoint-2 would be saved as the 1-step run) but a fresh run."""
+    import json
+
+    from cotlab import training
+
+    common = dict(model="tiny-random", output_dir=str(tmp_path / "sft"), save_steps=1, per_device_train_batch_size=4)
+    first = train_sft(SFTRecipe(max_steps=2, **common), sft_rows)
+    written = (tmp_path / "sft" / "metrics.json").read_text()
+    monkeypatch.setattr(training, "build_sft_trainer", lambda *a, **k: pytest.fail("a finished run was built again"))
+    again = train_sft(SFTRecipe(max_steps=2, logging_steps=3, **common), sft_rows)  # where it logs: not what it trains
+    assert again["reused"] and again["steps"] == 2 and again["train_tokens"] == first["train_tokens"]
+    assert (tmp_path / "sft" / "metrics.json").read_text() == written
+    monkeypatch.undo()
+    fewer = train_sft(SFTRecipe(max_steps=1, **common), sft_rows)
+    assert fewer["steps"] == 1 and fewer["resumed_from_step"] == 0 and "reused" not in fewer
+    assert json.loads((tmp_path / "sft" / "final" / "recipe.json").read_text())["max_steps"] == 1
+    assert json.loads((tmp_path / "sft.earlier-1" / "metrics.json").read_text())["steps"] == 2
 
 
 def test_recipe_files_reject_unknown_fields(tmp_path):
