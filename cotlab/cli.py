@@ -187,7 +187,8 @@ def add_export_command(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--stage", choices=STAGE_NAMES, required=True)
     p.add_argument("--merge", required=True, metavar="OUT", help="folder for the merged model (new or empty)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: the stage's training dtype")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"],
+                   help="default: the stage's training dtype (no float16: cotlab loads weights in float32 or bfloat16 only)")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload to this hub repo (needs a network and a token)")
     p.set_defaults(func=cmd_export)
 

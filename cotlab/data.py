@@ -120,8 +120,10 @@ def _reasoning_gym_records(name: str, n: int | None, split: str, seed: int) -> l
     pool_size = 1_000_000  # items are generated lazily by index: a large pool costs nothing
     try:
         dataset = reasoning_gym.create_dataset(task, size=pool_size, seed=seed, **options)
-    except TypeError as e:
-        raise CotlabError(f"bad option for reasoning-gym task '{task}': {e}") from None
+    except (TypeError, ValueError, AssertionError, KeyError) as e:
+        # an unknown option is a TypeError; a config's validate() asserts (min_terms > max_terms)
+        # or raises ValueError: either way the user's option is wrong, not cotlab
+        raise CotlabError(f"bad option for reasoning-gym task '{task}' in 'rg:{name}': {type(e).__name__}: {e}") from None
     templates = getattr(dataset, "task_indices", None)  # gsm_symbolic, list_functions: one template per item
     records, seen = [], set()
     # Scanning indices in order keeps this deterministic; the hash split decides membership.

@@ -50,8 +50,13 @@ def export_merged(adapter: str | Path, out: str | Path, dtype: str | None = None
     tokenizer.save_pretrained(out)
     atomic_write_text(out / "README.md", merged_card(recipe["model"], chain, model.dtype))
     if push_to_hub:
-        model.push_to_hub(push_to_hub)
-        tokenizer.push_to_hub(push_to_hub)
+        try:
+            model.push_to_hub(push_to_hub)
+            tokenizer.push_to_hub(push_to_hub)
+        except Exception as e:  # no network, no token, no write access: the hub raises many types
+            lines = str(e).strip().splitlines()
+            raise CotlabError(f"wrote {out}, but could not push it to the hub as {push_to_hub}: "
+                              f"{type(e).__name__}: {lines[0] if lines else '(no message)'}") from None
     return out
 
 

@@ -249,7 +249,10 @@ def load_recipe(stage: str, config: str | Path | None = None, overrides: list[st
         key, eq, value = pair.partition("=")
         if not eq or not key.strip():
             raise CotlabError(f"bad override '{pair}': expected key=value")
-        values[key.strip()] = yaml.safe_load(value)
+        try:
+            values[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise CotlabError(f"bad override '{pair}': its value is not valid YAML (quote a string with spaces or colons)") from None
     known = recipe_fields(stage)
     for key in values:
         if key not in known:

@@ -55,7 +55,27 @@ def load_profile(name: str) -> dict:
     profile = yaml.safe_load(path.read_text()) or {}
     profile.setdefault("common", {})
     profile.setdefault("notebooks", {})
+    check_profile(name, profile, notebooks())
     return profile
+
+
+def check_profile(name: str, profile: dict, found: list[Path]) -> None:
+    """Every name a profile sets must reach a notebook: a misspelt key (`dpo_step:`) would
+    otherwise be dropped in silence and the run would use the notebook's default.  A key of a
+    notebook's own block must be one that notebook declares; a `common` key need only be declared
+    by some notebook of the suite (not every notebook takes every common key, and `--only` picks
+    a few of them)."""
+    declared = {nb.stem: set(notebook_parameters(nb)) for nb in found}
+    for stem, block in profile["notebooks"].items():
+        if stem not in declared:
+            raise CotlabError(f"profile {name}: no notebook is named '{stem}' (have {', '.join(declared)})")
+        unknown = sorted(set(block or {}) - declared[stem])
+        if unknown:
+            raise CotlabError(f"profile {name}: notebook {stem} declares no parameter {', '.join(unknown)}")
+    everywhere = set().union(*declared.values())
+    unknown = sorted(set(profile["common"]) - everywhere)
+    if unknown:
+        raise CotlabError(f"profile {name}: common parameter(s) {', '.join(unknown)} declared by no notebook")
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -79,7 +99,10 @@ def parse_overrides(pairs: list[str] | None) -> dict:
         key, eq, value = pair.partition("=")
         if not eq or not key:
             raise CotlabError(f"bad parameter '{pair}': expected key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise CotlabError(f"bad parameter '{pair}': its value is not valid YAML (quote a string with spaces or colons)") from None
     return overrides
 
 
@@ -103,7 +126,7 @@ def notebook_parameters(notebook: Path) -> dict:
 def plan_parameters(profile: dict, selected: list[Path], overrides: dict) -> dict[str, dict]:
     """Parameters for each notebook: profile common < profile per-notebook < -p overrides,
     keeping only the names each notebook declares.  An override no notebook declares is an
-    error, raised before any work starts."""
+    error, raised before any work starts (a profile's own keys were checked by load_profile)."""
     plan, declared = {}, set()
     for nb in selected:
         names = set(notebook_parameters(nb))
@@ -247,6 +270,21 @@ def papermill_progress():
         logger.removeHandler(handler)
 
 
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def record_notebook(run_dir: Path, run: dict, stem: str, state: str, start: float, error: str | None = None) -> float:
+    """Write a notebook's end state (done, failed with its reason, interrupted) to run.json and
+    refresh summary.json, so no run is left saying "running" after its runner stopped."""
+    wall = round(time.perf_counter() - start, 1)
+    run["notebooks"][stem] = {**run["notebooks"][stem], "status": state, "wall_seconds": wall, **({"error": error} if error else {})}
+    atomic_write_json(run_dir / "run.json", run)
+    atomic_write_json(run_dir / "summary.json", summarize_run(run_dir))
+    return wall
+
+
 def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], log=print) -> dict:
     """Run the selected notebooks in order with papermill, recording progress after each one."""
     import papermill
@@ -265,18 +303,19 @@ def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], lo
         start = time.perf_counter()
         run["notebooks"][nb.stem] = {"status": "running", "parameters": parameters}
         atomic_write_json(run_file, run)
+        error = None
         try:
             with papermill_progress() as progress:
                 papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=parameters, cwd=str(run_dir),
                                            kernel_name="python3", **progress)
-            state = "done"
-            error = None
-        except papermill.PapermillExecutionError as e:
-            state, error = "failed", f"{e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
-        wall = round(time.perf_counter() - start, 1)
-        run["notebooks"][nb.stem] = {"status": state, "wall_seconds": wall, "parameters": parameters, **({"error": error} if error else {})}
-        atomic_write_json(run_file, run)
-        atomic_write_json(run_dir / "summary.json", summarize_run(run_dir))
+        except papermill.PapermillExecutionError as e:  # a cell raised: its exception, not papermill's wrapper
+            error = f"{e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
+        except KeyboardInterrupt:
+            record_notebook(run_dir, run, nb.stem, "interrupted", start)
+            raise
+        except Exception as e:  # the kernel died (killed for memory), would not start, or papermill failed
+            error = f"{type(e).__name__}: {first_line(e)}"
+        wall = record_notebook(run_dir, run, nb.stem, "failed" if error else "done", start, error)
         if error:
             raise CotlabError(f"notebook {nb.stem} failed after {wall}s: {error} (see {run_dir / nb.name})")
         log(f"  {nb.stem}: done in {wall}s")

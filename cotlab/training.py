@@ -40,13 +40,20 @@ def load_training_dataset(source):
         return datasets.Dataset.from_list(source)
     path = Path(str(source))
     if path.is_dir():
-        return datasets.load_from_disk(str(path))
+        try:
+            dataset = datasets.load_from_disk(str(path))
+        except FileNotFoundError:
+            raise CotlabError(f"{path} is not a dataset folder (one written by save_to_disk, as cotlab distill does)") from None
+        if isinstance(dataset, datasets.DatasetDict):
+            raise CotlabError(f"{path} holds the splits {', '.join(dataset)}: name one split's folder, e.g. {path / next(iter(dataset))}")
+        return dataset
     if path.is_file():
         rows = read_jsonl(path)
         if not rows:
             raise CotlabError(f"{path} holds no rows")
         return datasets.Dataset.from_list(rows)
-    raise CotlabError(f"training dataset not found: {source}")
+    placeholder = " (RUN_DIR is a placeholder: --set dataset=runs/NAME/... names a real run)" if "RUN_DIR" in str(source) else ""
+    raise CotlabError(f"training dataset not found: {source}{placeholder}")
 
 
 

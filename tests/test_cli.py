@@ -43,6 +43,10 @@ def test_eval_reads_gsm8k_jsonl(tmp_path):
     (["run", "--profile", "nope"], "unknown profile 'nope'"),
     (["run", "--profile", "smoke", "-p", "no_such_param=1"], "unknown parameter(s) no_such_param"),
     (["run", "--resume", "/tmp"], "not a cotlab run directory"),
+    (["run", "--profile", "smoke", "-p", "n_eval=[1"], "bad parameter 'n_eval=[1': its value is not valid YAML"),
+    (["train", "sft", "--set", "learning_rate=[1"], "bad override 'learning_rate=[1': its value is not valid YAML"),
+    # resolve_dtype has no float16 (fp16 weights overflow where bf16 does not): the CLI does not offer it
+    (["export", "/tmp", "--stage", "sft", "--merge", "out", "--dtype", "float16"], "invalid choice: 'float16'"),
 ])
 def test_bad_input_gives_one_line_error(args, message, tmp_path):
     result = run_cli(*args, cwd=tmp_path)
@@ -58,3 +62,12 @@ def test_malformed_jsonl_line_through_the_cli(tmp_path):
     result = run_cli("eval", "--model", "tiny-random", "--data", str(path), cwd=tmp_path)
     assert result.returncode == 2 and "bad.jsonl:2: malformed JSON" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_reasoning_gym_option_is_one_line(tmp_path):
+    """reasoning-gym's own validation (an assert in its config) reaches the user as cotlab's error."""
+    result = run_cli("eval", "--model", "tiny-random", "--data", "rg:chain_sum?min_terms=5&max_terms=3", "--n", "2", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("cotlab: error: bad option for reasoning-gym task 'chain_sum' in 'rg:chain_sum?min_terms=5&max_terms=3'")
+    assert "max_terms" in line  # reasoning-gym's own reason

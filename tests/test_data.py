@@ -50,6 +50,9 @@ def test_task_options_are_parsed():
 @pytest.mark.parametrize("spec,message", [
     ("rg:no_such_task", "unknown reasoning-gym task 'no_such_task'"),
     ("missing/file.jsonl", "data file not found: missing/file.jsonl"),
+    # reasoning-gym's own checks: an unknown option (TypeError) and its config's validate() (an assert)
+    ("rg:chain_sum?no_such_option=1", "bad option for reasoning-gym task 'chain_sum'.*TypeError"),
+    ("rg:chain_sum?min_terms=5&max_terms=3", "bad option for reasoning-gym task 'chain_sum'.*max_terms must be >= min_terms"),
 ])
 def test_bad_specs(spec, message):
     with pytest.raises(CotlabError, match=message):

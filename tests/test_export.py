@@ -129,3 +129,21 @@ def test_export_refuses_a_missing_stage_and_a_used_folder(tmp_path, run_dir):
     (used / "keep.txt").write_text("x")
     with pytest.raises(CotlabError, match="not empty"):
         export_merged(Run(run_dir).adapter("sft"), used)
+
+
+def test_a_failed_push_is_one_line_and_keeps_the_export(tmp_path, monkeypatch):
+    """A push that cannot reach the hub (offline here; no token or no write access elsewhere) is a
+    one-line error that says the merged model is on disk.  The adapter is untrained: only the push matters."""
+    import huggingface_hub
+    from peft import LoraConfig, get_peft_model
+
+    from cotlab.models import load_base
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    adapter = tmp_path / "adapter"
+    get_peft_model(load_base("tiny-random", "float32"), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    (adapter / "recipe.json").write_text(json.dumps({"model": "tiny-random", "dtype": "float32"}))
+    with pytest.raises(CotlabError, match=r"wrote .*merged, but could not push it to the hub as nobody/cotlab-test: \w+") as raised:
+        export_merged(adapter, tmp_path / "merged", push_to_hub="nobody/cotlab-test")
+    assert "\n" not in str(raised.value)
+    assert (tmp_path / "merged" / "model.safetensors").is_file()

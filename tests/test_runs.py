@@ -4,7 +4,8 @@ import pytest
 
 from cotlab import CotlabError
 from cotlab.layout import Run
-from cotlab.runs import load_profile, new_run_dir, notebooks, parse_overrides, plan_parameters, profiles
+from cotlab.runs import (check_profile, execute_suite, load_profile, new_run_dir, notebook_parameters, notebooks,
+                         parse_overrides, plan_parameters, profiles)
 
 from conftest import REPO, run_cli
 
@@ -15,20 +16,86 @@ def test_profiles_are_shipped():
         assert load_profile(name)["common"]["model"]
 
 
-def test_every_profile_parameter_is_declared_by_its_notebook():
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_every_profile_parameter_is_declared_by_its_notebook(name):
+    profile = load_profile(name)  # checks the profile: a key no notebook declares is an error
     selected = notebooks()
-    for name in profiles():
-        profile = load_profile(name)
-        plan = plan_parameters(profile, selected, {})
-        for nb in selected:
-            for key in profile["notebooks"].get(nb.stem, {}):
-                assert key in plan[nb.stem], f"{name}.yaml sets {key} for {nb.stem}, which does not declare it"
+    plan = plan_parameters(profile, selected, {})
+    assert set(profile["notebooks"]) <= {nb.stem for nb in selected}
+    for nb in selected:
+        for key in profile["notebooks"].get(nb.stem) or {}:
+            assert key in plan[nb.stem], f"{name}.yaml sets {key} for {nb.stem}, which does not declare it"
+    for key in profile["common"]:
+        assert any(key in plan[nb.stem] for nb in selected), f"{name}.yaml's common {key} reaches no notebook"
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_the_gold_set_is_as_large_as_the_sft_run_asks(name):
+    """Notebook 02 trains on notebook 01's gold set, cut to n_train rows: a gold set smaller than
+    n_train would cap the training data without a word."""
+    import ast
+
+    plan = plan_parameters(load_profile(name), notebooks(["01", "02"]), {})
+    n_gold = plan["01_distillation"].get("n_gold", ast.literal_eval(notebook_parameters(notebooks(["01"])[0])["n_gold"]))
+    n_train = plan["02_sft_lora"].get("n_train", ast.literal_eval(notebook_parameters(notebooks(["02"])[0])["n_train"]))
+    assert n_gold >= n_train
+
+
+@pytest.mark.parametrize("block,message", [
+    ({"notebooks": {"03_dpo": {"dpo_step": 5}}}, "profile typo: notebook 03_dpo declares no parameter dpo_step"),
+    ({"notebooks": {"03_dop": {"dpo_steps": 5}}}, "profile typo: no notebook is named '03_dop'"),
+    ({"common": {"n_evals": 5}}, r"profile typo: common parameter\(s\) n_evals declared by no notebook"),
+])
+def test_a_profile_key_no_notebook_declares_is_an_error(block, message):
+    profile = {"common": {"seed": 0}, "notebooks": {}, **block}
+    with pytest.raises(CotlabError, match=message):
+        check_profile("typo", profile, notebooks())
 
 
 def test_overrides_are_yaml_values():
     assert parse_overrides(["n_eval=8", "styles=[a, b]", "model=tiny-random"]) == {"n_eval": 8, "styles": ["a", "b"], "model": "tiny-random"}
     with pytest.raises(CotlabError):
         parse_overrides(["oops"])
+    with pytest.raises(CotlabError, match="bad parameter 'styles=\\[a': its value is not valid YAML"):
+        parse_overrides(["styles=[a"])
+
+
+def stopped_run(tmp_path, cell: str):
+    """Run a one-notebook suite whose second cell is `cell`; return (the error raised, run.json)."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                                               nbformat.v4.new_code_cell(cell)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_stops.ipynb"
+    nbformat.write(notebook, str(path))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"profile": "smoke", "plan": {}, "notebooks": {}}))
+    with pytest.raises(BaseException) as raised:
+        execute_suite(run_dir, {path.stem: {"x": 2}}, [path], log=lambda line: None)
+    return raised.value, json.loads((run_dir / "run.json").read_text())["notebooks"][path.stem]
+
+
+def test_a_dead_kernel_is_a_failed_notebook_and_a_one_line_error(tmp_path):
+    """A kernel killed from outside (the kernel OOM-killed) is no cell error: papermill raises
+    nbclient's DeadKernelError, which must still end as a recorded failure, not a traceback."""
+    error, status = stopped_run(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert isinstance(error, CotlabError) and "notebook 99_stops failed" in str(error) and "\n" not in str(error)
+    assert status["status"] == "failed" and status["error"].startswith("DeadKernelError") and status["parameters"] == {"x": 2}
+    assert "wall_seconds" in status
+
+
+def test_an_interrupted_notebook_is_recorded_and_the_interrupt_goes_on(tmp_path, monkeypatch):
+    import papermill
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupt)
+    error, status = stopped_run(tmp_path, "pass")
+    assert isinstance(error, KeyboardInterrupt)
+    assert status["status"] == "interrupted" and "error" not in status
 
 
 def test_a_run_never_reuses_a_folder(tmp_path):

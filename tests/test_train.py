@@ -133,6 +133,26 @@ def test_shipped_recipes_load(path):
     assert recipe.model and recipe.dataset and recipe.output_dir
 
 
+def test_a_folder_that_is_not_one_dataset_is_named(tmp_path):
+    """A folder that save_to_disk did not write, or that holds several splits, is a one-line error."""
+    import datasets
+
+    from cotlab import CotlabError
+    from cotlab.training import load_training_dataset
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a dataset")
+    with pytest.raises(CotlabError, match="is not a dataset folder"):
+        load_training_dataset(str(tmp_path / "notes"))
+    rows = datasets.Dataset.from_list([{"prompt": "p", "completion": "c"}])
+    datasets.DatasetDict({"train": rows}).save_to_disk(str(tmp_path / "splits"))
+    with pytest.raises(CotlabError, match="holds the splits train"):
+        load_training_dataset(str(tmp_path / "splits"))
+    assert load_training_dataset(str(tmp_path / "splits" / "train"))[0] == {"prompt": "p", "completion": "c"}
+    with pytest.raises(CotlabError, match="RUN_DIR is a placeholder"):
+        load_training_dataset("RUN_DIR/03_dpo/pairs.jsonl")
+
+
 def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
     for step, complete in ((2, True), (4, True), (6, False)):
         folder = tmp_path / f"checkpoint-{step}"
