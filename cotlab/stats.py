@@ -139,7 +139,8 @@ def paired_verdict(comparison: dict, alpha: float = 0.05) -> str:
     evidence = f"{_questions(wins)} fixed, {losses} broken, exact McNemar p = {_p_text(p)}"
     if "p_holm" in comparison:  # one of a family (with_holm): the direction follows the adjusted p
         p = comparison["p_holm"]
-        evidence += f", Holm-adjusted p = {_p_text(p)} over {comparison['family_size']} tests"
+        if comparison["family_size"] > 1:
+            evidence += f", Holm-adjusted p = {_p_text(p)} over {comparison['family_size']} tests"
     if p < alpha and wins > losses:
         return f"{a} beats {b}: {evidence}"
     if p < alpha and wins < losses:
@@ -189,6 +190,21 @@ def difference_interval(k_a: int, n_a: int, k_b: int, n_b: int, confidence: floa
     d = p_a - p_b
     return (d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
             d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2))
+
+
+def fisher_exact(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    """Two-sided p-value of Fisher's exact test (Fisher 1935, *The Design of Experiments*) that two
+    independent accuracies k_a/n_a and k_b/n_b are equal: with the margins fixed, the right answers
+    of A are hypergeometric; the p-value sums every table no more likely than the one observed.
+    Exact, so it holds at the small counts of short comparison runs, and a p-value, so a family
+    of such tests can be Holm-adjusted."""
+    _check_count(k_a, n_a)
+    _check_count(k_b, n_b)
+    right, total = k_a + k_b, n_a + n_b
+    weight = {x: math.comb(n_a, x) * math.comb(n_b, right - x) for x in range(max(0, right - n_b), min(n_a, right) + 1)}
+    observed = weight[k_a]
+    # integer weights: 'no more likely' is compared exactly, then one division
+    return min(1.0, sum(w for w in weight.values() if w <= observed) / math.comb(total, right))
 
 
 def difference_verdict(k_a: int, n_a: int, k_b: int, n_b: int, a: str = "in-distribution",

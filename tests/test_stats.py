@@ -11,7 +11,7 @@ import pytest
 
 from cotlab import CotlabError
 from cotlab.stats import (accuracy_phrase, across_seeds, compare_paired, difference_interval, difference_verdict,
-                          eval_set_hash, holm, mcnemar_exact, paired_outcomes, paired_verdict, wilson_interval, with_holm)
+                          eval_set_hash, fisher_exact, holm, mcnemar_exact, paired_outcomes, paired_verdict, wilson_interval, with_holm)
 
 
 def rows(pattern: str, prefix: str = "q") -> list[dict]:
@@ -126,6 +126,17 @@ def test_paired_verdict_of_a_family_follows_the_holm_adjusted_p():
     assert sentence.startswith("sft vs base: no difference")  # raw p < 0.05, adjusted p > 0.05
     assert "exact McNemar p = 0.039" in sentence and "Holm-adjusted p = 0.077 over 2 tests" in sentence
     assert paired_verdict(with_holm({"one": strong})["one"]).startswith("sft beats base:")
+
+
+def test_fisher_exact_reproduces_the_tea_tasting_table():
+    # Fisher's lady tasting tea, 3 of 4 vs 1 of 4: two-sided p = 17/35 (1 + 16 + 16 + 1 of 70 tables, the
+    # observed one and those as or less likely; R: fisher.test(matrix(c(3, 1, 1, 3), 2))$p.value = 0.4857).
+    assert fisher_exact(3, 4, 1, 4) == pytest.approx(34 / 70)
+    assert fisher_exact(4, 4, 0, 4) == pytest.approx(2 / 70)
+    assert fisher_exact(2, 4, 2, 4) == 1.0
+    assert fisher_exact(5, 10, 5, 10) == 1.0
+    with pytest.raises(CotlabError):
+        fisher_exact(5, 4, 0, 4)
 
 
 def test_difference_interval_reproduces_newcombe_1998():
