@@ -23,7 +23,8 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.evaluate import majority_vote, pass_at_k
-from cotlab.stats import accuracy_phrase, compare_paired, difference_verdict, mcnemar_exact, paired_verdict, wilson_interval
+from cotlab.stats import (accuracy_phrase, compare_paired, difference_verdict, holm, mcnemar_exact, paired_verdict,
+                          wilson_interval)
 
 # Length -------------------------------------------------------------------------------------------
 
@@ -96,6 +97,24 @@ def _corruption_site(chain: str, rng: random.Random) -> tuple[int, int, str] | N
         return None
     target = rng.choice(results)
     return target.start(2), target.end(2), str(int(target.group(2)) + rng.choice([-3, -2, -1, 1, 2, 3]))
+
+
+def before_final_result(chain: str) -> str | None:
+    """The chain cut just before the result of its last arithmetic step ('… -103 - 72 =' from
+    '… -103 - 72 = -175'), or None when it states no step.  A gold chain ends by stating the
+    answer, so a forced answer after the whole chain measures copying, not whether the steps lead
+    the model there; cut here, the model must still do the last step itself."""
+    from cotlab.chains import arithmetic_steps
+
+    steps = arithmetic_steps(chain)
+    if not steps:
+        return None
+    return chain[: steps[-1].number_spans[-1][0]].rstrip()
+
+
+def cut_before_final_results(pairs: list[tuple]) -> list[tuple]:
+    """(record, chain) pairs with each chain cut by before_final_result; chains with no step are dropped."""
+    return [(record, cut) for record, chain in pairs if (cut := before_final_result(chain))]
 
 
 def filler_chain(chain: str) -> str:
@@ -412,9 +431,13 @@ def forgetting(accuracy: dict[str, dict[str, float]], reference: str = "base") -
 # Comparing two training runs ------------------------------------------------------------------------
 
 # What must be equal for two stages' updates to be compared: the same starting weights, the same
-# number of steps, learning rate and adapter rank.  Anything else (method, data source) is the
-# difference under study.
+# number of steps, learning rate and adapter rank.  recipe_match checks these; update_comparison
+# lists them beside the budget fields that still differ between methods.
 MATCH_FIELDS = ("adapter", "max_steps", "learning_rate", "lora_r")
+# Budget fields that differ between SFT, DPO and GRPO even when MATCH_FIELDS agree: examples per
+# step (per_device_train_batch_size counts rows for SFT, pairs for DPO, completions for GRPO) and
+# the KL strength beta (DPO's and GRPO's are different penalties).
+BUDGET_FIELDS = MATCH_FIELDS + ("per_device_train_batch_size", "gradient_accumulation_steps", "num_generations", "beta")
 
 
 def recipe_match(a_metrics: dict, b_metrics: dict, fields: tuple[str, ...] = MATCH_FIELDS) -> dict:
@@ -426,18 +449,19 @@ def recipe_match(a_metrics: dict, b_metrics: dict, fields: tuple[str, ...] = MAT
 
 
 def update_comparison(a: str, b: str, relative: dict[str, float], metrics: dict[str, dict]) -> str:
-    """Compare two stages' relative update sizes only when their recipes match (same start,
-    steps, learning rate, rank); otherwise say which fields differ and draw no conclusion.  Why
-    no 'per step per learning rate' rescaling: under Adam, a warm-up/decay schedule and a B·A
-    factorisation the update is not linear in either, so such a ratio does not undo a budget gap."""
-    match = recipe_match(metrics[a], metrics[b])
-    if not match["matched"]:
-        differing = ", ".join(f"{f} {va!r} vs {vb!r}" for f, (va, vb) in match["differences"].items())
-        return f"{a} vs {b}: not matched ({differing}): no conclusion about which method moves the weights more"
-    ratio = relative[a] / relative[b] if relative[b] else float("inf")
-    order = "smaller than" if relative[a] < relative[b] else "larger than" if relative[a] > relative[b] else "the same as"
-    return (f"{a} vs {b}, matched (same start, steps, learning rate and rank): {a}'s relative update "
-            f"{relative[a]:.4f} is {order} {b}'s {relative[b]:.4f} ({ratio:.2f}x), in one run (one seed, no interval)")
+    """Two stages' relative update sizes, described, never ranked: what the recipes share, what
+    differs (examples per step and beta differ between methods even when start, steps, learning
+    rate and rank agree, and the data and objective differ by design), so no conclusion about
+    which method moves the weights more.  Why no 'per step per learning rate' rescaling: under
+    Adam, a warm-up/decay schedule and a B·A factorisation the update is not linear in either."""
+    a_recipe, b_recipe = metrics[a]["recipe"], metrics[b]["recipe"]
+    fields = [f for f in BUDGET_FIELDS if f in a_recipe or f in b_recipe]
+    same = [f for f in fields if a_recipe.get(f) == b_recipe.get(f)]
+    differing = [f"{f} {a_recipe.get(f)!r} vs {b_recipe.get(f)!r}" for f in fields if f not in same]
+    ratio = f"{relative[a] / relative[b]:.2f}x" if relative[b] else "b is zero"
+    return (f"{a} vs {b}: relative update {relative[a]:.4f} vs {relative[b]:.4f} ({ratio}), one run each (one seed, no interval); "
+            f"same {', '.join(same) or 'nothing checked'}; different {', '.join(differing + ['training data and objective (by design)'])}; "
+            f"descriptive only: no conclusion about which method moves the weights more")
 
 
 # Scoring a model in a format it can answer ------------------------------------------------------
@@ -536,15 +560,21 @@ def parameter_phrase(count: int) -> str:
 def cot_scale_sentence(parameters: int, comparisons: list[dict], alpha: float = 0.05) -> str:
     """Set this run's CoT-vs-direct paired comparisons against *Chain-of-Thought Prompting Elicits
     Reasoning in Large Language Models* (Wei et al.), which finds chain-of-thought 'does not
-    positively impact performance for small models' and helps only near 100B parameters."""
+    positively impact performance for small models' and helps only near 100B parameters.  The
+    comparisons are one family, so each is judged by its Holm-adjusted p (`stats.holm`).  A
+    prompt that does not beat direct answering is a non-detection at this sample size, never
+    'in line with' the paper: a few dozen questions cannot show that there is no gain."""
     size = parameter_phrase(parameters)
-    helped = [c for c in comparisons if c["p_value"] < alpha and c["wins"] > c["losses"]]
-    paper = ("*Chain-of-Thought Prompting Elicits Reasoning in Large Language Models*: no gain from chain-of-thought "
-             "prompting for small models, gains only near 100B parameters")
+    adjusted = holm({i: c["p_value"] for i, c in enumerate(comparisons)})
+    helped = [i for i, c in enumerate(comparisons) if adjusted[i] < alpha and c["wins"] > c["losses"]]
+    family = f"Holm-adjusted over {len(comparisons)} comparison{'' if len(comparisons) == 1 else 's'}"
+    paper = ("*Chain-of-Thought Prompting Elicits Reasoning in Large Language Models*, which reports no gain from "
+             "chain-of-thought prompting for small models and gains only near 100B parameters")
     if helped:
-        styles = ", ".join(c["a"] for c in helped)
-        return f"At {size} parameters, {styles} beat direct answering beyond noise, unlike the report of {paper}."
-    return f"At {size} parameters no chain-of-thought prompt beat direct answering beyond noise, in line with {paper}."
+        styles = ", ".join(f"{comparisons[i]['a']} (p = {comparisons[i]['p_value']:.2g}, Holm {adjusted[i]:.2g})" for i in helped)
+        return f"At {size} parameters, {styles} beat direct answering beyond noise ({family}), unlike the report of {paper}."
+    return (f"At {size} parameters no chain-of-thought prompt beat direct answering beyond noise ({family}): no difference "
+            f"detected at this sample size, which is absence of evidence, not a confirmation of {paper}.")
 
 
 def star_sentence(rescued: int, attempted: int) -> str:
@@ -566,8 +596,7 @@ def self_teaching_sentence(covered: int, questions: int) -> str:
     share = accuracy_phrase(covered, questions)
     if high < 0.5:
         return (f"Self-distillation gave a verified chain for {covered} of {questions} questions ({share}): a small model is "
-                "a poor teacher of itself here, as the distillation papers' use of much larger teachers suggests; notebook 02 "
-                "therefore trains mainly on the gold set.")
+                "a poor teacher of itself here, as the distillation papers' use of much larger teachers suggests.")
     return f"Self-distillation gave a verified chain for {covered} of {questions} questions ({share})."
 
 
@@ -587,23 +616,29 @@ def _moved(pair: tuple[float, float] | None) -> str:
     return f"{'rose' if second > first else 'fell' if second < first else 'stayed'} ({first:.2f} -> {second:.2f})"
 
 
+NO_TEST = "descriptive, no test: half-means of per-batch training logs"
+
+
 def squeezing_sentence(log_history: list[dict]) -> str:
     """Which way DPO moved the chosen and rejected chains' log-probabilities (first half of the
     logged steps against the second).  Both falling is what *Learning Dynamics of LLM Finetuning*
-    calls the squeezing effect: the margin grows while the chosen chain also becomes less likely."""
+    calls the squeezing effect: the margin grows while the chosen chain also becomes less likely.
+    Descriptive only: each logged value is one training batch's, successive ones are not
+    independent, and no test stands behind the direction, so the sentence says so."""
     chosen, rejected = halves(log_history, "logps/chosen"), halves(log_history, "logps/rejected")
     text = f"log-probability of the chosen chains {_moved(chosen)}, of the rejected ones {_moved(rejected)}"
     if chosen and rejected and chosen[1] < chosen[0] and rejected[1] < rejected[0]:
-        return (f"The {text}: both fell, the squeezing effect *Learning Dynamics of LLM Finetuning* describes; "
-                "a wider margin here does not mean the right chains became more likely.")
+        return (f"The {text} ({NO_TEST}): both fell, the pattern *Learning Dynamics of LLM Finetuning* calls the "
+                "squeezing effect; a wider margin here would not mean the right chains became more likely.")
     if chosen and rejected and chosen[1] > chosen[0] and rejected[1] < rejected[0]:
-        return f"The {text}: DPO pulled them apart as intended, no squeezing."
-    return f"The {text}."
+        return f"The {text} ({NO_TEST}): they moved apart, no sign of squeezing."
+    return f"The {text}" + (f" ({NO_TEST})." if chosen and rejected else ".")
 
 
 def margin_sentence(log_history: list[dict], pairs: int, gold_chosen: int) -> str:
     """The reward margin's first half against its second, and whose chains were separated: the
-    model's own only when no chosen chain is a gold demonstration."""
+    model's own only when no chosen chain is a gold demonstration.  Descriptive (no test), like
+    squeezing_sentence."""
     margins = halves(log_history, "rewards/margins")
     whose = ("its own right and wrong chains" if gold_chosen == 0 else
              f"right from wrong chains ({gold_chosen} of the {pairs} chosen chains are gold demonstrations, not its own)")
@@ -612,8 +647,8 @@ def margin_sentence(log_history: list[dict], pairs: int, gold_chosen: int) -> st
     first, second = margins
     moved = f"the mean reward margin went from {first:.3f} (first half) to {second:.3f} (second half)"
     if second > first:
-        return f"Over training {moved}: on the training pairs, the model separates {whose} more."
-    return f"Over training {moved}: no growing separation of {whose}."
+        return f"Over training {moved} ({NO_TEST}): on the training pairs, the margin between {whose} widened."
+    return f"Over training {moved} ({NO_TEST}): the margin between {whose} did not widen."
 
 
 def paper_claim_sentence(comparison: dict, paper: str, claim: str, alpha: float = 0.05) -> str:

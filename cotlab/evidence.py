@@ -3,7 +3,9 @@
 summary.json, the "What we saw" cells of the training lessons and `cotlab report` all read the
 per-question evaluations on disk through here (never accuracies copied from notebook to notebook),
 and phrase them with cotlab.stats: a Wilson interval beside each accuracy, the exact McNemar test
-for two stages scored on the same questions, a Student t interval for a mean over seeds.
+for two stages scored on the same questions, a Student t interval for a mean over seeds.  The
+pairs of one run (both distributions) are one family of tests: each direction follows its
+Holm-adjusted p (`stats.holm`), and both p-values are printed.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.layout import REPORT_STAGES, Run
-from cotlab.stats import (accuracy_phrase, across_seeds, compare_paired, difference_verdict, eval_set_hash,
-                          paired_verdict, wilson_interval)
+from cotlab.stats import (accuracy_phrase, across_seeds, compare_paired, difference_verdict, eval_set_hash, fisher_exact,
+                          holm, paired_verdict, wilson_interval, with_holm)
 
 # (A, B) pairs every run summary tests when both stages were scored on the same questions
 PAIRS = (("sft", "base"), ("sft_answer_only", "base"), ("sft", "sft_answer_only"), ("dpo", "sft"),
@@ -64,15 +66,32 @@ def paired_comparisons(rows: dict[str, list[dict]], pairs=PAIRS) -> dict[str, di
     return found
 
 
+def family_comparisons(by_label: dict[str, dict[str, list[dict]]], pairs=PAIRS) -> dict[str, dict[str, dict]]:
+    """paired_comparisons() of each labelled set of stage rows (in distribution, out of
+    distribution…), read as ONE family: every comparison gets its Holm-adjusted `p_holm` over all
+    of them (`stats.with_holm`), so seven pairs in two distributions are not fourteen chances at a
+    false direction at alpha each.  {label: {"A_vs_B": comparison}}."""
+    flat = {(label, key): c for label, rows in by_label.items() for key, c in paired_comparisons(rows, pairs).items()}
+    adjusted = with_holm(flat)
+    return {label: {key: adjusted[label, key] for (owner, key) in adjusted if owner == label} for label in by_label}
+
+
+def family_verdicts(family: dict[str, dict[str, dict]], alpha: float = ALPHA) -> list[str]:
+    """'label: verdict' for every comparison of a family_comparisons() result (Holm-adjusted)."""
+    return [f"{label}: " + paired_verdict(c, alpha) for label, comparisons in family.items() for c in comparisons.values()]
+
+
 def run_evidence(run_dir: str | Path) -> dict:
     """The statistical part of a run's summary.json, from its evaluations on disk: per stage
     `accuracy` and Wilson 95% `interval`; `n_eval` and `eval_set` (the hash of the question ids);
-    `paired` {"A_vs_B": wins (A right, B wrong), losses, p_value (exact McNemar), n, difference};
-    `mean_completion_tokens`; and the same with an `_ood` suffix for the out-of-distribution evaluations."""
+    `paired` {"A_vs_B": wins (A right, B wrong), losses, p_value (exact McNemar), p_holm (Holm-adjusted
+    over every pair of both distributions), family_size, n, difference}; `mean_completion_tokens`; and
+    the same with an `_ood` suffix for the out-of-distribution evaluations."""
     run = Run(run_dir)
     evidence = {}
-    for ood, suffix in ((False, ""), (True, "_ood")):
-        rows = stage_rows(run, ood)
+    by_suffix = {suffix: stage_rows(run, ood) for ood, suffix in ((False, ""), (True, "_ood"))}
+    family = family_comparisons(by_suffix)
+    for suffix, rows in by_suffix.items():
         counts = {stage: correct_count(stage_result) for stage, stage_result in rows.items()}
         ids = sorted({r["id"] for stage_result in rows.values() for r in stage_result})
         evidence["accuracy" + suffix] = {stage: k / n for stage, (k, n) in counts.items()}
@@ -81,8 +100,8 @@ def run_evidence(run_dir: str | Path) -> dict:
         evidence["interval" + suffix] = {stage: list(wilson_interval(k, n)) for stage, (k, n) in counts.items()}
         evidence["n_eval" + suffix] = len(ids) or None
         evidence["eval_set" + suffix] = eval_set_hash(ids) if ids else None
-        evidence["paired" + suffix] = {key: {k: c[k] for k in ("wins", "losses", "p_value", "n", "difference")}
-                                       for key, c in paired_comparisons(rows).items()}
+        evidence["paired" + suffix] = {key: {k: c[k] for k in ("wins", "losses", "p_value", "p_holm", "family_size", "n", "difference")}
+                                       for key, c in family[suffix].items()}
     return evidence
 
 
@@ -103,10 +122,12 @@ def stage_lines(rows: dict[str, list[dict]], ood_rows: dict[str, list[dict]] | N
 def attribution_sentence(chain: dict, answer_format: dict, alpha: float = ALPHA) -> str:
     """Why did CoT SFT help: the chain, or only the answer format?  `chain` is compare_paired(sft,
     sft_answer_only), `answer_format` is compare_paired(sft_answer_only, base), both on the same
-    questions; a cause is named only when its paired test clears alpha."""
-    chain_helps = chain["p_value"] < alpha and chain["wins"] > chain["losses"]
-    chain_hurts = chain["p_value"] < alpha and chain["wins"] < chain["losses"]
-    format_helps = answer_format["p_value"] < alpha and answer_format["wins"] > answer_format["losses"]
+    questions; a cause is named only when its paired test clears alpha (its Holm-adjusted p when the
+    comparisons come from family_comparisons)."""
+    chain_p, format_p = (c.get("p_holm", c["p_value"]) for c in (chain, answer_format))
+    chain_helps = chain_p < alpha and chain["wins"] > chain["losses"]
+    chain_hurts = chain_p < alpha and chain["wins"] < chain["losses"]
+    format_helps = format_p < alpha and answer_format["wins"] > answer_format["losses"]
     if chain_helps:
         return ("The chain of thought itself helps: CoT SFT beats the answer-only control trained on the same rows, "
                 "steps and seed" + (", and the format alone also beats the base model." if format_helps else "."))
@@ -124,6 +145,47 @@ def short_run_verdict(a: str, b: str, runs: dict[str, dict], n: int) -> str:
     independent samples (Newcombe's interval), which is conservative for runs on the same questions."""
     k_a, k_b = (round(runs[label]["accuracy"] * n) for label in (a, b))
     return difference_verdict(k_a, n, k_b, n, a, b) + " (treated as independent samples: conservative)"
+
+
+def carry_over_sentence(ood_sft_vs_base: dict, alpha: float = ALPHA) -> str:
+    """Does SFT's gain carry over out of distribution?  Answered by SFT against the base model on
+    the SAME out-of-distribution questions (paired, exact McNemar), never by SFT in distribution
+    against SFT out of distribution: those questions are harder and scored with more new tokens,
+    so that difference mixes the question set's difficulty with the training's effect."""
+    verdict = paired_verdict(ood_sft_vs_base, alpha)
+    p = ood_sft_vs_base.get("p_holm", ood_sft_vs_base["p_value"])
+    if p < alpha and ood_sft_vs_base["wins"] > ood_sft_vs_base["losses"]:
+        return f"Yes: out of distribution SFT still beats the base model on the same questions ({verdict})."
+    if p < alpha and ood_sft_vs_base["wins"] < ood_sft_vs_base["losses"]:
+        return f"No, it reverses: out of distribution SFT is worse than the base model on the same questions ({verdict})."
+    return (f"Not detected: out of distribution SFT cannot be told from the base model at this sample size "
+            f"(absence of evidence, not evidence of no gain; {verdict}).")
+
+
+def short_runs_against(reference: str, runs: dict[str, dict], n: int, alpha: float = ALPHA) -> list[str]:
+    """Each short comparison run against `reference` (e.g. gold LoRA r=16) on the same n questions,
+    one family: Fisher's exact test on the two accuracies (the runs kept no per-question rows, so
+    no pairing: conservative for runs on the same questions), Holm-adjusted over the family, a
+    direction only when the adjusted p clears alpha.  No 'best vs worst': that pair is chosen
+    after seeing the results, so its test would be biased.  The first line says what is not
+    matched: full fine-tuning runs at a smaller learning rate and the data sets differ in size."""
+    if reference not in runs:
+        raise CotlabError(f"no short run '{reference}' to compare the others with (runs: {', '.join(runs) or 'none'})")
+    count = {label: round(run["accuracy"] * n) for label, run in runs.items()}
+    others = [label for label in runs if label != reference]
+    raw = {label: fisher_exact(count[label], n, count[reference], n) for label in others}
+    adjusted = holm(raw)
+    lines = [f"Short runs against {reference} ({n} questions each): not a matched sweep (full fine-tuning uses a smaller "
+             "learning rate, the data sets differ in size and content), so each line describes one run against the reference "
+             f"and none ranks them; Fisher's exact p, Holm-adjusted over {len(others)} comparison{'' if len(others) == 1 else 's'}."]
+    for label in others:
+        evidence = (f"{label} {accuracy_phrase(count[label], n)} vs {reference} {100 * count[reference] / n:.0f}%, "
+                    f"Fisher p = {raw[label]:.2g}, Holm p = {adjusted[label]:.2g}")
+        if adjusted[label] < alpha:
+            lines.append(f"{label} is {'higher' if count[label] > count[reference] else 'lower'} than {reference}: {evidence}")
+        else:
+            lines.append(f"{label} vs {reference}: no difference detected at this sample size ({evidence})")
+    return lines
 
 
 def training_budget(metrics: dict | None) -> str:
@@ -151,8 +213,9 @@ def answer_changes_sentence(sft_changes: dict, rl_changes: dict, sft_metrics: di
 
 
 def verdicts(rows: dict[str, list[dict]], pairs=PAIRS, label: str = "") -> list[str]:
-    """paired_verdict() of every pair in `rows` scored on the same questions, each prefixed by `label`."""
-    return [label + paired_verdict(c, ALPHA) for c in paired_comparisons(rows, pairs).values()]
+    """paired_verdict() of every pair in `rows` scored on the same questions, each prefixed by
+    `label`; the pairs are one family, so each direction follows its Holm-adjusted p."""
+    return [label + paired_verdict(c, ALPHA) for c in with_holm(paired_comparisons(rows, pairs)).values()]
 
 
 # Across runs -------------------------------------------------------------------------------------

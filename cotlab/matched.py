@@ -25,7 +25,7 @@ from cotlab import CotlabError
 from cotlab.chains import CHAIN_EDITS, arithmetic_steps, prune_to_calculations
 from cotlab.coverage import logged
 from cotlab.prompts import sft_example
-from cotlab.stats import across_seeds, compare_paired
+from cotlab.stats import across_seeds, eval_set_hash, mcnemar_exact
 
 # The starting point ------------------------------------------------------------------------------
 
@@ -145,13 +145,31 @@ def seed_difference_verdict(a: str, b: str, metric: str, values_a: list[float], 
 
 
 def pooled_paired(a_rows_by_seed: dict, b_rows_by_seed: dict, a: str, b: str) -> dict:
-    """compare_paired over every (seed, question) pair: run A and run B of the same seed answered
-    the same held-out questions, so each question of each seed is one paired outcome."""
-    if a_rows_by_seed.keys() != b_rows_by_seed.keys():
+    """Objective A against B on the same held-out questions over several seeds, question by
+    question: for each question, on how many seeds A was right and on how many B was; a win when
+    A's count is higher, a loss when lower, a tie otherwise; the exact two-sided sign test
+    (`stats.mcnemar_exact`) on wins and losses.  Why not one pair per (seed, question): the same
+    question recurs once per seed, and a question that is easy for A and hard for B is so on every
+    seed, so those pairs are not independent and the pooled p-value would be too small.  One
+    outcome per question keeps the test's assumption.  `accuracy_a`/`accuracy_b` are the means
+    over all seeds' answers, `n` the number of questions, `seeds` how many seeds each count is of."""
+    if a_rows_by_seed.keys() != b_rows_by_seed.keys() or not a_rows_by_seed:
         raise CotlabError(f"{a} and {b} need runs for the same seeds")
-    tag = lambda rows, seed: [{**row, "id": f"{seed}:{row['id']}"} for row in rows]  # noqa: E731
-    return compare_paired([r for s, rows in a_rows_by_seed.items() for r in tag(rows, s)],
-                          [r for s, rows in b_rows_by_seed.items() for r in tag(rows, s)], a=a, b=b)
+    counts: dict = {}
+    for side, by_seed in ((0, a_rows_by_seed), (1, b_rows_by_seed)):
+        for seed, rows in by_seed.items():
+            right = {row["id"]: bool(row["correct"]) for row in rows}
+            if counts and right.keys() != counts.keys():
+                raise CotlabError(f"every seed of {a} and {b} must answer the same questions (seed {seed} differs)")
+            for qid, correct in right.items():
+                counts.setdefault(qid, [0, 0])[side] += correct
+    wins = sum(x > y for x, y in counts.values())
+    losses = sum(x < y for x, y in counts.values())
+    seeds, n = len(a_rows_by_seed), len(counts)
+    accuracy_a, accuracy_b = (sum(c[side] for c in counts.values()) / (n * seeds) for side in (0, 1))
+    return {"a": a, "b": b, "wins": wins, "losses": losses, "ties": n - wins - losses, "n": n, "seeds": seeds,
+            "p_value": mcnemar_exact(wins, losses), "accuracy_a": accuracy_a, "accuracy_b": accuracy_b,
+            "difference": accuracy_a - accuracy_b, "eval_set": eval_set_hash(list(counts))}
 
 
 def objective_figure(histories: dict[str, list[list[dict]]], keys: list[str], accuracy: dict[str, dict], path=None):
@@ -198,7 +216,8 @@ def _checked_backwards(step) -> str | None:
 
 def with_checks(chain: str, rng: random.Random | None = None) -> str:
     """The long form: after every line, each of its two-number steps undone as a check
-    ('check: -28 + 43 = 15'), so the chain doubles its lines (about 1.7 times its tokens on chain_sum) while every step stays right.
+    ('check: -28 + 43 = 15'), so the chain doubles its lines while every step stays right (how many
+    more tokens that makes is measured per run: `token_ratio`).
     A stand-in for the self-verification of long chains of thought, not their thousands of tokens."""
     lines = []
     for line in chain.splitlines():
@@ -253,26 +272,54 @@ def changed_fraction(rows: list[dict], reference: list[dict]) -> float:
     return sum(r["completion"] != g["completion"] for r, g in zip(rows, reference)) / len(reference)
 
 
+def token_ratio_sentence(train_tokens: dict[str, int], form: str = "long", reference: str = "gold") -> str:
+    """How many more tokens one chain form trained on than the reference, from the runs' own
+    `train_tokens` (metrics.json): the lesson's 'how long is long' is measured, never assumed."""
+    if form not in train_tokens or reference not in train_tokens:
+        raise CotlabError(f"token_ratio_sentence needs train_tokens of {form} and {reference}, got {', '.join(train_tokens) or 'none'}")
+    if train_tokens[reference] <= 0:
+        raise CotlabError(f"{reference} trained on no tokens: no ratio to print")
+    ratio = train_tokens[form] / train_tokens[reference]
+    return (f"{form} trained on {train_tokens[form]} tokens, {reference} on {train_tokens[reference]}: "
+            f"{ratio:.2f} times the tokens, at the same steps and rows")
+
+
+def _p_used(comparison: dict) -> float:
+    """The Holm-adjusted p when the comparison is one of a family (`stats.with_holm`), else the raw p."""
+    return comparison.get("p_holm", comparison["p_value"])
+
+
 def _worse(comparison: dict, alpha: float) -> bool:
-    return comparison["p_value"] < alpha and comparison["wins"] < comparison["losses"]
+    return _p_used(comparison) < alpha and comparison["wins"] < comparison["losses"]
+
+
+def _cost(edit: str, comparison: dict) -> str:
+    holm = f", Holm {comparison['p_holm']:.2g}" if "p_holm" in comparison else ""
+    return f"{edit} {comparison['difference']:+.0%} (p = {comparison['p_value']:.2g}{holm})"
 
 
 def structure_verdict(comparisons: dict[str, dict], alpha: float = 0.05) -> str:
     """'Structure, not content?' from compare_paired results of each edit (A) against gold (B)
     on the same questions: does breaking the content (wrong_numbers) cost accuracy, does
-    breaking the structure (shuffled, deleted), and which, beyond noise."""
+    breaking the structure (shuffled, deleted), and which, beyond noise.  Pass the family through
+    `stats.with_holm` and the verdict follows the Holm-adjusted p-values (both printed).  A cost
+    not detected is reported as absence of evidence at this sample size, never as 'no cost': a
+    few dozen questions cannot show that an edit is harmless, so the paper's 'content does not
+    matter' half is never claimed as reproduced."""
     content = comparisons.get("wrong_numbers")
     structure = {e: comparisons[e] for e in ("shuffled", "deleted") if e in comparisons}
     if content is None or not structure:
         return "Structure against content needs a wrong_numbers run and a shuffled or deleted run beside gold."
     broken = [e for e, c in structure.items() if _worse(c, alpha)]
-    costs = ", ".join(f"{e} {c['difference']:+.0%} (p = {c['p_value']:.2g})" for e, c in {"wrong_numbers": content, **structure}.items())
+    costs = ", ".join(_cost(e, c) for e, c in {"wrong_numbers": content, **structure}.items())
+    unseen = "(absence of evidence at this sample size, not evidence of no cost)"
     if broken and not _worse(content, alpha):
-        return (f"As *LLMs Can Easily Learn to Reason from Demonstrations* reports, structure mattered more than content here: "
-                f"{' and '.join(broken)} cost accuracy beyond noise, wrong numbers did not (vs gold: {costs}).")
+        return (f"Broken structure cost accuracy beyond noise here ({' and '.join(broken)}); a cost of wrong numbers was not "
+                f"detected {unseen}. That matches the structure half of *LLMs Can Easily Learn to Reason from Demonstrations*; "
+                f"its content half is not tested by a non-detection (vs gold: {costs}).")
     if broken:
         return f"Both mattered here: wrong numbers and {' and '.join(broken)} each cost accuracy beyond noise (vs gold: {costs})."
     if _worse(content, alpha):
-        return (f"Unlike *LLMs Can Easily Learn to Reason from Demonstrations*, content mattered more than structure here: "
-                f"wrong numbers cost accuracy beyond noise, broken structure did not (vs gold: {costs}).")
-    return f"No edit's cost can be told from noise at this size (vs gold: {costs})."
+        return (f"Unlike *LLMs Can Easily Learn to Reason from Demonstrations*, wrong numbers cost accuracy beyond noise here; "
+                f"a cost of broken structure was not detected {unseen} (vs gold: {costs}).")
+    return f"No edit's cost was detected at this sample size {unseen} (vs gold: {costs})."

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from cotlab import CotlabError
-from cotlab.evidence import (across_runs, across_runs_phrase, attribution_sentence, ordered_stages, stage_rows,
-                             training_budget)
+from cotlab.evidence import (across_runs, across_runs_phrase, attribution_sentence, carry_over_sentence, ordered_stages,
+                             stage_rows, training_budget)
 from cotlab.io import atomic_write_json, atomic_write_text
 from cotlab.layout import Run
 from cotlab.runs import summarize_run
@@ -102,15 +102,20 @@ def between_runs(runs: list[dict], suffix: str = "") -> list[dict]:
 
 
 def report_data(runs: list[dict]) -> dict:
-    """What report.json holds: per-stage mean, interval and n_runs over all runs (`stages`,
-    `stages_ood`), the same per group of runs that differ only in seed, and the between-run tests."""
+    """What report.json holds: per group of runs that differ only in seed, each stage's mean,
+    interval and n_runs (`groups`); the between-run tests; and, only when every run differs in
+    seed alone (a pure seed sweep: one group), the same means at the top level (`stages`,
+    `stages_ood`).  Why not always: a mean over runs that differ in a swept parameter (rank,
+    learning rate) averages different experiments, and its t interval would mistake the effect
+    of the parameter for seed noise."""
     groups = seed_groups(runs)
     varied = [k for k in differing_parameters(runs) if k != "seed"]
+    pooled = {"stages" + suffix: across_runs(runs, "accuracy" + suffix) for suffix, _ in DISTRIBUTIONS} if len(groups) == 1 else {}
     return {
         "runs": [run["name"] for run in runs],
         "varied": differing_parameters(runs),
         "interval": ACROSS_RUNS,
-        **{"stages" + suffix: across_runs(runs, "accuracy" + suffix) for suffix, _ in DISTRIBUTIONS},
+        **pooled,
         "groups": [{"parameters": {k: group[0]["parameters"].get(k) for k in varied}, "runs": [r["name"] for r in group],
                     **{"stages" + suffix: across_runs(group, "accuracy" + suffix) for suffix, _ in DISTRIBUTIONS}}
                    for group in groups],
@@ -157,7 +162,9 @@ def accuracy_table(runs: list[dict], data: dict, suffix: str) -> tuple[list[str]
 
 
 def paired_table(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Rows: the (A, B) comparisons.  Columns: each run's 'wins / losses (p)' on its shared questions."""
+    """Rows: the (A, B) comparisons.  Columns: each run's 'wins / losses (p, Holm p)' on its shared
+    questions: the raw exact McNemar p and the Holm-adjusted one over that run's pairs (both
+    distributions), which is what the verdicts follow; summaries written before Holm show p alone."""
     keys = []
     for suffix, _ in DISTRIBUTIONS:
         keys += [(suffix, key) for key in dict.fromkeys(k for run in runs for k in run["paired" + suffix] or {})]
@@ -166,7 +173,8 @@ def paired_table(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
         cells = [key.replace("_vs_", " vs ") + (" (ood)" if suffix else "")]
         for run in runs:
             test = (run["paired" + suffix] or {}).get(key)
-            cells.append(f"{test['wins']} / {test['losses']} (p {test['p_value']:.2g})" if test else "–")
+            holm = f", Holm {test['p_holm']:.2g}" if test and "p_holm" in test else ""
+            cells.append(f"{test['wins']} / {test['losses']} (p {test['p_value']:.2g}{holm})" if test else "–")
         rows.append(cells)
     return ["A vs B", *(run["name"] for run in runs)], rows
 
@@ -198,10 +206,9 @@ def _run_sentences(run: dict) -> list[str]:
             lines.append(f"{where}: " + paired_verdict({"a": a, "b": b, **test}))
         if "sft_vs_sft_answer_only" in paired and "sft_answer_only_vs_base" in paired:
             lines.append(f"{where}: " + attribution_sentence(paired["sft_vs_sft_answer_only"], paired["sft_answer_only_vs_base"]))
-    accuracy, accuracy_ood = run["accuracy"] or {}, run["accuracy_ood"] or {}
-    if "sft" in accuracy and "sft" in accuracy_ood:
-        n, n_ood = run["n_eval"], run["n_eval_ood"]
-        lines.append("SFT out of distribution: " + difference_verdict(round(accuracy["sft"] * n), n, round(accuracy_ood["sft"] * n_ood), n_ood))
+    ood_gain = (run["paired_ood"] or {}).get("sft_vs_base")
+    if ood_gain:
+        lines.append("Does SFT's gain carry over out of distribution? " + carry_over_sentence({"a": "sft", "b": "base", **ood_gain}))
     return lines
 
 
@@ -290,7 +297,8 @@ def report_sections(runs: list[dict], data: dict) -> list[tuple[str, str, object
     header, rows = paired_table(runs)
     if rows:
         sections.append(("Paired tests between stages", "questions A gets right and B wrong / A wrong and B right, on the same questions; "
-                         "(p) the exact McNemar p-value.", (header, rows)))
+                         "(p) the exact McNemar p-value, (Holm) the same adjusted by Holm's method over every pair of the run, "
+                         "which is what the verdicts follow.", (header, rows)))
     sections.append(("Parameters that differ between runs", "every other parameter is the same in all runs (run.json has them all).",
                      parameter_table(runs)))
     sections.append(("Cost", "", cost_table(runs)))

@@ -22,10 +22,13 @@ def _question_key(question: str) -> str:
 
 def match_completions(records, rows: list[dict], where: str = "completions") -> list[tuple]:
     """Pair each completion row with its record, by `id` or else by `question` (whitespace-blind);
-    the first row that names no record, or has no completion, is an error."""
+    the first row that names no record, has no completion, or names a question an earlier row
+    already answered, is an error.  One completion per question: k completions of one question
+    are not k independent questions, and a Wilson interval over them would be too narrow; grade
+    each set of samples as its own file."""
     by_id = {r.id: r for r in records}
     by_question = {_question_key(r.question): r for r in records}
-    pairs = []
+    pairs, seen = [], {}
     for number, row in enumerate(rows, start=1):
         if not isinstance(row.get("completion"), str):
             raise CotlabError(f"{where}: row {number} has no 'completion' string")
@@ -40,18 +43,25 @@ def match_completions(records, rows: list[dict], where: str = "completions") -> 
         if record is None:
             example = f" (its ids look like '{records[0].id}')" if records else ""
             raise CotlabError(f"{where}: row {number} names {name}, which the data does not have{example}")
+        if record.id in seen:
+            raise CotlabError(f"{where}: row {number} answers {name} again (first in row {seen[record.id]}): "
+                              "one completion per question; grade each set of samples as its own file")
+        seen[record.id] = number
         pairs.append((record, row["completion"]))
     return pairs
 
 
 def score_completions(records, rows: list[dict], where: str = "completions") -> EvalResult:
-    """Grade completion rows against records: predictions and a summary like `evaluate`'s."""
+    """Grade completion rows against records: predictions and a summary like `evaluate`'s, plus
+    `missing`: how many of the data's records no row answered (an accuracy over the answered ones
+    alone would hide the questions left out)."""
     if not rows:
         raise CotlabError(f"{where}: no completions to score")
     graded = [{"id": record.id, "question": record.question, "gold": record.answer, **grade(record, completion),
                "completion": completion, "format_ok": format_ok(completion)}
               for record, completion in match_completions(records, rows, where)]
-    summary = {**accuracy_summary(graded), "format_ok_ratio": sum(r["format_ok"] for r in graded) / len(graded)}
+    summary = {**accuracy_summary(graded), "format_ok_ratio": sum(r["format_ok"] for r in graded) / len(graded),
+               "missing": len({r.id for r in records} - {r["id"] for r in graded})}
     return EvalResult(graded, summary)
 
 

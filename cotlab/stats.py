@@ -10,6 +10,9 @@ needs its noise beside it.  Pure Python on purpose: the package must not need sc
 - Two accuracies on different questions: Newcombe's hybrid score interval for the difference
   (Newcombe 1998, method 10), built from the two Wilson intervals.
 - One number over several seeds: a Student t interval of the mean across runs.
+- A family of tests read together (every pair of stages, every chain form against gold): Holm's
+  step-down adjustment (Holm 1979, *A Simple Sequentially Rejective Multiple Test Procedure*),
+  which keeps the chance of any false direction at alpha without Bonferroni's full price.
 """
 
 from __future__ import annotations
@@ -134,11 +137,42 @@ def paired_verdict(comparison: dict, alpha: float = 0.05) -> str:
         raise CotlabError(f"alpha must be between 0 and 1 (exclusive), got {alpha}")
     a, b, wins, losses, p = (comparison[key] for key in ("a", "b", "wins", "losses", "p_value"))
     evidence = f"{_questions(wins)} fixed, {losses} broken, exact McNemar p = {_p_text(p)}"
+    if "p_holm" in comparison:  # one of a family (with_holm): the direction follows the adjusted p
+        p = comparison["p_holm"]
+        if comparison["family_size"] > 1:
+            evidence += f", Holm-adjusted p = {_p_text(p)} over {comparison['family_size']} tests"
     if p < alpha and wins > losses:
         return f"{a} beats {b}: {evidence}"
     if p < alpha and wins < losses:
         return f"{a} is worse than {b}: {evidence}"
     return f"{a} vs {b}: no difference we can tell from noise ({evidence})"
+
+
+# A family of tests ------------------------------------------------------------------------------
+
+
+def holm(p_values: dict) -> dict:
+    """Holm's step-down adjusted p-values (Holm 1979) for a family of tests, by the same keys:
+    sort the m raw p-values, multiply the i-th smallest (from 0) by m - i, carry the running
+    maximum so the order is kept, cap at 1.  A test clears alpha after adjustment exactly when
+    Holm's procedure rejects it, and the chance of any false rejection in the family stays at
+    most alpha, whatever the dependence between the tests."""
+    for key, p in p_values.items():
+        if not 0 <= p <= 1:
+            raise CotlabError(f"p-value of {key!r} must be in [0, 1], got {p}")
+    m, running, adjusted = len(p_values), 0.0, {}
+    for i, (key, p) in enumerate(sorted(p_values.items(), key=lambda item: item[1])):
+        running = max(running, min(1.0, (m - i) * p))
+        adjusted[key] = running
+    return {key: adjusted[key] for key in p_values}
+
+
+def with_holm(comparisons: dict) -> dict:
+    """compare_paired() results read as one family: each gets `p_holm` (Holm-adjusted over all of
+    them) and `family_size`, so paired_verdict claims a direction only when the adjusted p clears
+    alpha and prints both p-values."""
+    adjusted = holm({key: c["p_value"] for key, c in comparisons.items()})
+    return {key: {**c, "p_holm": adjusted[key], "family_size": len(comparisons)} for key, c in comparisons.items()}
 
 
 # Two accuracies on different questions -----------------------------------------------------------
@@ -156,6 +190,21 @@ def difference_interval(k_a: int, n_a: int, k_b: int, n_b: int, confidence: floa
     d = p_a - p_b
     return (d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
             d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2))
+
+
+def fisher_exact(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    """Two-sided p-value of Fisher's exact test (Fisher 1935, *The Design of Experiments*) that two
+    independent accuracies k_a/n_a and k_b/n_b are equal: with the margins fixed, the right answers
+    of A are hypergeometric; the p-value sums every table no more likely than the one observed.
+    Exact, so it holds at the small counts of short comparison runs, and a p-value, so a family
+    of such tests can be Holm-adjusted."""
+    _check_count(k_a, n_a)
+    _check_count(k_b, n_b)
+    right, total = k_a + k_b, n_a + n_b
+    weight = {x: math.comb(n_a, x) * math.comb(n_b, right - x) for x in range(max(0, right - n_b), min(n_a, right) + 1)}
+    observed = weight[k_a]
+    # integer weights: 'no more likely' is compared exactly, then one division
+    return min(1.0, sum(w for w in weight.values() if w <= observed) / math.comb(total, right))
 
 
 def difference_verdict(k_a: int, n_a: int, k_b: int, n_b: int, a: str = "in-distribution",

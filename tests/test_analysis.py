@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cotlab import CotlabError
-from cotlab.analysis import (accuracy_by_length, chain_effect_verdict, corrupt_step, cot_scale_sentence, early_answering,
+from cotlab.analysis import (accuracy_by_length, before_final_result, chain_effect_verdict, cut_before_final_results, corrupt_step, cot_scale_sentence, early_answering,
                              faithfulness_probes, filler_chain, forgetting, gold_answer_logprob, halves, length_verdict,
                              logprob_change_verdict, lora_delta_norms, majority_rows, margin_sentence, model_answerer,
                              norms_by, own_chains, paper_claim_sentence, probe_chain_sets, self_teaching_sentence, parameter_phrase, probe_sentence, recipe_match,
@@ -144,6 +144,15 @@ def test_chain_effect_verdict_needs_a_paired_test():
     assert "worse with the chain" in chain_effect_verdict("sft", _curve([True] * 12, [False] * 12))
 
 
+def test_before_final_result_cuts_the_stated_answer():
+    chain = "15 - 43 = -28\n-28 - 75 = -103\n-103 - 72 = -175"
+    assert before_final_result(chain) == "15 - 43 = -28\n-28 - 75 = -103\n-103 - 72 ="
+    assert before_final_result("3 + 4 = 7 + 1 = 8\nSo the answer is 8.") == "3 + 4 = 7 + 1 ="  # chained step, restated answer
+    assert before_final_result("no arithmetic here") is None
+    pairs = [("r1", chain), ("r2", "just words"), ("r3", "2 * 3 = 6")]
+    assert cut_before_final_results(pairs) == [("r1", before_final_result(chain)), ("r3", "2 * 3 =")]
+
+
 def test_length_verdict_uses_the_difference_interval():
     bins = [{"low": 5, "high": 9, "n": 40, "correct": 36}, {"low": 30, "high": 60, "n": 40, "correct": 4}]
     assert "is lower than" in length_verdict("base", bins)
@@ -181,16 +190,21 @@ def _metrics(**recipe):
     return {"recipe": {"adapter": "sft/final", "max_steps": 10, "learning_rate": 2e-4, "lora_r": 16, "beta": 0.1} | recipe}
 
 
-def test_update_comparison_only_for_matched_recipes():
-    dpo, grpo = _metrics(beta=0.1), _metrics(beta=0.02)  # the method's own knobs may differ
-    assert recipe_match(dpo, grpo) == {"matched": True, "differences": {}}
+def test_update_comparison_is_descriptive_and_lists_what_differs():
+    dpo = _metrics(beta=0.1, per_device_train_batch_size=4)
+    grpo = _metrics(beta=0.02, per_device_train_batch_size=8, num_generations=4)
+    assert recipe_match(dpo, grpo) == {"matched": True, "differences": {}}  # start, steps, lr and rank agree...
     sentence = update_comparison("grpo", "dpo", {"grpo": 0.01, "dpo": 0.02}, {"grpo": grpo, "dpo": dpo})
-    assert "matched" in sentence and "smaller than" in sentence and "0.50x" in sentence
+    # ...but examples per step and beta do not, and the data and objective differ by design
+    assert "0.50x" in sentence and "same adapter, max_steps, learning_rate, lora_r;" in sentence
+    assert "per_device_train_batch_size 8 vs 4" in sentence and "beta 0.02 vs 0.1" in sentence
+    assert "num_generations 4 vs None" in sentence and "training data and objective (by design)" in sentence
+    assert "no conclusion about which method" in sentence and "smaller" not in sentence and "matched" not in sentence
     sft = _metrics(adapter=None, max_steps=45, learning_rate=1e-3)
     match = recipe_match(sft, grpo)
     assert not match["matched"] and set(match["differences"]) == {"adapter", "max_steps", "learning_rate"}
     sentence = update_comparison("sft", "grpo", {"sft": 0.5, "grpo": 0.01}, {"sft": sft, "grpo": grpo})
-    assert "not matched" in sentence and "no conclusion" in sentence and "max_steps 45 vs 10" in sentence
+    assert "no conclusion" in sentence and "max_steps 45 vs 10" in sentence and "same lora_r" in sentence
 
 
 def test_logprob_change_verdict_flips_with_the_sign_test():
@@ -209,8 +223,16 @@ def test_lesson_sentences_follow_the_numbers():
     won = compare_paired([{"id": i, "correct": True} for i in range(12)], [{"id": i, "correct": False} for i in range(12)],
                          a="few_shot_cot", b="direct")
     tie = compare_paired([{"id": 0, "correct": True}], [{"id": 0, "correct": False}], a="zero_shot_cot", b="direct")
-    assert "few_shot_cot beat direct answering beyond noise, unlike" in cot_scale_sentence(134_515_008, [won, tie])
-    assert "no chain-of-thought prompt beat direct" in cot_scale_sentence(134_515_008, [tie]) and "135M" in cot_scale_sentence(134_515_008, [tie])
+    assert "few_shot_cot (p = 0.00049, Holm 0.00098) beat direct answering beyond noise (Holm-adjusted over 2 comparisons), unlike" \
+        in cot_scale_sentence(134_515_008, [won, tie])
+    none = cot_scale_sentence(134_515_008, [tie])
+    assert "no chain-of-thought prompt beat direct" in none and "135M" in none
+    assert "absence of evidence, not a confirmation" in none and "in line with" not in none
+    # raw p = 0.039 alone clears 0.05; over a family of three it does not (Holm 0.12)
+    mild = compare_paired([{"id": i, "correct": i < 10} for i in range(12)], [{"id": i, "correct": i >= 10} for i in range(12)],
+                          a="zero_shot_cot", b="direct")
+    assert "zero_shot_cot (p = 0.039" in cot_scale_sentence(134_515_008, [mild])
+    assert "no chain-of-thought prompt beat" in cot_scale_sentence(134_515_008, [mild, tie, tie])
     assert "nothing to rationalise" in star_sentence(0, 0)
     assert "none of the 5" in star_sentence(0, 5) and "with the answer given" in star_sentence(0, 5)
     assert star_sentence(2, 5).startswith("STaR rationalised 2 of 5 unsolved questions (40%")
@@ -223,14 +245,15 @@ def test_lesson_sentences_follow_the_numbers():
 def test_dpo_sentences_read_the_log_history():
     squeezed = [{"logps/chosen": -10 - s, "logps/rejected": -10 - 2 * s, "rewards/margins": 0.1 * s} for s in range(4)]
     assert halves(squeezed, "logps/chosen") == (pytest.approx(-10.5), pytest.approx(-12.5))
-    assert "squeezing effect" in squeezing_sentence(squeezed)
+    assert "squeezing effect" in squeezing_sentence(squeezed) and "descriptive, no test" in squeezing_sentence(squeezed)
     apart = [{"logps/chosen": -10 + s, "logps/rejected": -10 - s} for s in range(4)]
-    assert "pulled them apart" in squeezing_sentence(apart)
-    assert "too few times" in squeezing_sentence(squeezed[:1])
-    assert "separates its own right and wrong chains more" in margin_sentence(squeezed, pairs=4, gold_chosen=0)
+    assert "moved apart, no sign of squeezing" in squeezing_sentence(apart) and "no test" in squeezing_sentence(apart)
+    assert "too few times" in squeezing_sentence(squeezed[:1]) and "no test" not in squeezing_sentence(squeezed[:1])
+    widened = margin_sentence(squeezed, pairs=4, gold_chosen=0)
+    assert "margin between its own right and wrong chains widened" in widened and "descriptive, no test" in widened
     gold = margin_sentence(squeezed, pairs=4, gold_chosen=3)
     assert "3 of the 4 chosen chains are gold demonstrations" in gold and "its own right" not in gold
-    assert "no growing separation" in margin_sentence(list(reversed(squeezed)), pairs=4, gold_chosen=0)
+    assert "did not widen" in margin_sentence(list(reversed(squeezed)), pairs=4, gold_chosen=0)
 
 
 def test_training_points_lists_checkpoints_in_step_order(tmp_path):
@@ -282,7 +305,7 @@ def test_score_points_scores_the_base_model(tiny):
 
 
 def test_self_teaching_sentence_claims_a_poor_teacher_only_from_the_interval():
-    assert "poor teacher of itself" in self_teaching_sentence(2, 32)
+    assert "poor teacher of itself" in self_teaching_sentence(2, 32) and "notebook 02" not in self_teaching_sentence(2, 32)
     assert "poor teacher" not in self_teaching_sentence(2, 4)  # 2 of 4: the interval reaches past a half
     assert self_teaching_sentence(2, 4).startswith("Self-distillation gave a verified chain for 2 of 4 questions (50%")
 

@@ -85,12 +85,23 @@ def test_logged_reads_one_metric_in_step_order():
     assert logged(history, "missing") == ([], [])
 
 
-def test_trend_verdict_claims_a_direction_only_beyond_step_noise():
-    falling = [1.0, 0.98, 1.02, 0.99, 0.5, 0.52, 0.48, 0.51]
-    assert trend_verdict(falling).startswith("entropy fell during training")
+def test_trend_verdict_claims_a_direction_only_beyond_block_noise():
+    falling = [1.0, 0.98, 1.02, 0.99, 1.01, 0.97, 0.5, 0.52, 0.48, 0.51, 0.49, 0.53]
+    fell = trend_verdict(falling)
+    assert fell.startswith("entropy fell during training") and "over 3 block means" in fell and "rough check" in fell
     assert trend_verdict(falling[::-1]).startswith("entropy rose during training")
-    assert trend_verdict([1, 0, 1, 0, 1, 0, 1, 0]).startswith("entropy: no trend")
+    assert trend_verdict([1, 0] * 6).startswith("entropy: no trend detected")
     assert "too few" in trend_verdict([1.0, 0.5, 0.2])
+
+
+def test_trend_verdict_tests_block_means_not_single_steps():
+    # A slow drift, as autocorrelated steps look: t intervals over the 6 single steps of each half
+    # would not overlap (0.975 ± 0.02 vs 0.915 ± 0.02), over 3 block means per half (df = 2) they do.
+    drift = [1.0 - 0.01 * i for i in range(12)]
+    assert trend_verdict(drift).startswith("entropy: no trend detected")
+    short = trend_verdict([1.0, 0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])  # 4 per half: blocks of 1 step
+    assert short.startswith("entropy: mean 0.7 over the first 4 logged steps and 0.15 over the last 4; descriptive only")
+    assert "fell" not in short
 
 
 def test_pass_at_k_figure_is_written(tmp_path):

@@ -5,8 +5,9 @@ import pytest
 from cotlab import CotlabError
 from cotlab.controls import answer_only_rows
 from cotlab.evaluate import EvalResult, write_eval
-from cotlab.evidence import (across_runs, across_runs_phrase, answer_changes_sentence, attribution_sentence, error_bars,
-                             run_evidence, short_run_verdict, stage_lines, training_budget, verdicts)
+from cotlab.evidence import (across_runs, across_runs_phrase, answer_changes_sentence, attribution_sentence, carry_over_sentence,
+                             error_bars, family_comparisons, family_verdicts, run_evidence, short_run_verdict, short_runs_against,
+                             stage_lines, training_budget, verdicts)
 from cotlab.layout import Run
 from cotlab.prompts import sft_example
 from cotlab.stats import compare_paired, eval_set_hash, mcnemar_exact, wilson_interval
@@ -59,6 +60,9 @@ def test_run_evidence_is_computed_from_the_evaluations_on_disk(tmp_path):
     assert evidence["accuracy_ood"] == {"base": 0.0, "sft": 0.5} and evidence["n_eval_ood"] == 2
     assert evidence["eval_set_ood"] != evidence["eval_set"] and set(evidence["paired_ood"]) == {"sft_vs_base"}
     assert evidence["mean_completion_tokens"]["sft"] == pytest.approx(14.5)
+    # six pairs over both distributions are one family: the smallest p (8 vs 0) is multiplied by 6
+    assert sft_vs_base["family_size"] == 6 and sft_vs_base["p_holm"] == pytest.approx(6 * mcnemar_exact(8, 0))
+    assert evidence["paired"]["sft_vs_sft_answer_only"]["p_holm"] == pytest.approx(4 * mcnemar_exact(6, 0))
 
 
 def test_a_pair_on_different_questions_gets_no_paired_test(tmp_path):
@@ -92,7 +96,7 @@ def test_sentences_carry_intervals_and_verdicts():
     lines = stage_lines(rows, {"sft": rows_from("10", "o")})
     assert lines[0] == "base: 0% (95% CI 0–28%, n=10)"
     assert lines[1].startswith("sft: 80% (95% CI") and "out of distribution 50%" in lines[1]
-    assert verdicts(rows) == ["sft beats base: 8 questions fixed, 0 broken, exact McNemar p = 0.0078"]
+    assert verdicts(rows) == ["sft beats base: 8 questions fixed, 0 broken, exact McNemar p = 0.0078"]  # a family of one
     assert verdicts(rows, label="ID: ")[0].startswith("ID: sft beats base")
     runs = {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.45}}
     sentence = short_run_verdict("a", "b", runs, 20)
@@ -123,3 +127,47 @@ def test_across_runs_gives_a_t_interval_per_stage():
     assert across_runs_phrase("sft", spread["sft"]).startswith("sft: mean 50% over 3 runs (95% t interval of the mean")
     assert spread["base"]["interval"] == [0.1, 0.1]
     assert "single run" in across_runs_phrase("x", across_runs([{"accuracy": {"x": 0.3}}])["x"])
+
+
+def test_family_comparisons_holm_adjust_over_both_distributions():
+    in_dist = {"base": rows_from("0" * 10), "sft": rows_from("1" * 6 + "0" * 4), "sft_answer_only": rows_from("1" * 6 + "0" * 4)}
+    out = {"base": rows_from("0" * 6, "o"), "sft": rows_from("1" * 6, "o")}
+    family = family_comparisons({"in distribution": in_dist, "out of distribution": out})
+    raw = family["in distribution"]["sft_vs_base"]["p_value"]
+    assert raw == mcnemar_exact(6, 0) < 0.05
+    assert family["out of distribution"]["sft_vs_base"]["family_size"] == 4  # three pairs in, one out
+    assert family["in distribution"]["sft_vs_base"]["p_holm"] == pytest.approx(min(1, 4 * raw))
+    lines = family_verdicts(family)
+    assert len(lines) == 4 and lines[0].startswith("in distribution: sft vs base: no difference")  # 4 · 0.031 > 0.05
+    assert "Holm-adjusted p = 0.12 over 4 tests" in lines[0]
+    # the attribution sentence follows the adjusted p too: raw 0.031 alone would name the format
+    chain, answer_format = family["in distribution"]["sft_vs_sft_answer_only"], family["in distribution"]["sft_answer_only_vs_base"]
+    assert attribution_sentence(chain, answer_format).startswith("These questions cannot tell")
+    assert attribution_sentence(chain, {**answer_format, "p_holm": 0.01, "family_size": 4}).startswith("The answer format alone explains")
+    single = verdicts({"base": rows_from("0" * 10), "sft": rows_from("1" * 6 + "0" * 4), "grpo": rows_from("1" * 6 + "0" * 4)})
+    assert all("Holm-adjusted p" in line for line in single)
+
+
+def test_carry_over_is_the_paired_gain_out_of_distribution():
+    gain = compare_paired(rows_from("1" * 8 + "00", "o"), rows_from("0" * 10, "o"), "sft", "base")
+    assert carry_over_sentence(gain).startswith("Yes: out of distribution SFT still beats the base model")
+    loss = compare_paired(rows_from("0" * 10, "o"), rows_from("1" * 8 + "00", "o"), "sft", "base")
+    assert carry_over_sentence(loss).startswith("No, it reverses")
+    unclear = carry_over_sentence(compare_paired(rows_from("1100", "o"), rows_from("0000", "o"), "sft", "base"))
+    assert unclear.startswith("Not detected") and "absence of evidence" in unclear
+    assert carry_over_sentence({**gain, "p_holm": 0.2, "family_size": 3}).startswith("Not detected")
+
+
+def test_short_runs_are_each_compared_with_the_reference_and_holm_adjusted():
+    runs = {"gold_r4": {"accuracy": 0.5}, "gold_r16": {"accuracy": 0.5}, "gold_full": {"accuracy": 0.0},
+            "mixed_r16": {"accuracy": 0.3}}
+    lines = short_runs_against("gold_r16", runs, 20)
+    assert lines[0].startswith("Short runs against gold_r16 (20 questions each): not a matched sweep")
+    assert "Holm-adjusted over 3 comparisons" in lines[0] and len(lines) == 4
+    assert lines[1].startswith("gold_r4 vs gold_r16: no difference detected at this sample size") and "Fisher p = 1" in lines[1]
+    # 0 of 20 against 10 of 20: Fisher p = 2·C(20,10)/C(40,10) = 0.00044, times 3 still below 0.05
+    assert lines[2].startswith("gold_full is lower than gold_r16:") and "Fisher p = 0.00044, Holm p = 0.0013" in lines[2]
+    assert lines[3].startswith("mixed_r16 vs gold_r16: no difference")
+    assert not any("best" in line or "worst" in line for line in lines)
+    with pytest.raises(CotlabError, match="no short run 'gold_r8'"):
+        short_runs_against("gold_r8", runs, 20)

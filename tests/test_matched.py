@@ -9,9 +9,10 @@ from cotlab import CotlabError
 from cotlab.chains import check_steps
 from cotlab.matched import (CHAIN_FORMS, OBJECTIVES, chain_datasets, changed_fraction, check_matched, matched_budget,
                             mean_logged, objective_figure, objective_settings, pooled_paired, same_updates,
-                            seed_difference_verdict, sft_start, structure_verdict, trained_once, with_checks)
+                            seed_difference_verdict, sft_start, structure_verdict, token_ratio_sentence, trained_once,
+                            with_checks)
 from cotlab.prompts import think_completion
-from cotlab.stats import across_seeds, compare_paired
+from cotlab.stats import across_seeds, compare_paired, with_holm
 
 CHAIN = "15 - 43 = -28\n-28 - 75 = -103\n-103 - 72 = -175"
 
@@ -82,13 +83,30 @@ def test_seed_difference_verdict_uses_the_t_interval_of_paired_seed_differences(
         seed_difference_verdict("a", "b", "reward", [1.0, 2.0], [0.5])
 
 
-def test_pooled_paired_pairs_each_question_of_each_seed():
-    a = {0: [{"id": "x", "correct": True}, {"id": "y", "correct": True}], 1: [{"id": "x", "correct": True}, {"id": "y", "correct": False}]}
-    b = {0: [{"id": "x", "correct": False}, {"id": "y", "correct": True}], 1: [{"id": "x", "correct": False}, {"id": "y", "correct": False}]}
+def test_pooled_paired_counts_each_question_once_over_seeds():
+    a = {0: [{"id": "x", "correct": True}, {"id": "y", "correct": True}, {"id": "z", "correct": False}],
+         1: [{"id": "x", "correct": True}, {"id": "y", "correct": False}, {"id": "z", "correct": True}]}
+    b = {0: [{"id": "x", "correct": False}, {"id": "y", "correct": True}, {"id": "z", "correct": True}],
+         1: [{"id": "x", "correct": False}, {"id": "y", "correct": False}, {"id": "z", "correct": True}]}
     pooled = pooled_paired(a, b, "gspo", "dapo")
-    assert (pooled["wins"], pooled["losses"], pooled["both_right"], pooled["both_wrong"], pooled["n"]) == (2, 0, 1, 1, 4)
+    # x: A 2 of 2, B 0 of 2 -> win; y: 1 vs 1 -> tie; z: 1 vs 2 -> loss.  Three questions, not six pairs.
+    assert (pooled["wins"], pooled["losses"], pooled["ties"], pooled["n"], pooled["seeds"]) == (1, 1, 1, 3, 2)
+    assert pooled["p_value"] == 1.0
+    assert pooled["accuracy_a"] == pytest.approx(4 / 6) and pooled["difference"] == pytest.approx(4 / 6 - 3 / 6)
     with pytest.raises(CotlabError, match="same seeds"):
         pooled_paired(a, {0: b[0]}, "gspo", "dapo")
+    with pytest.raises(CotlabError, match="same questions"):
+        pooled_paired(a, {0: b[0], 1: b[1][:2]}, "gspo", "dapo")
+
+
+def test_pooled_paired_is_not_fooled_by_the_same_questions_on_every_seed():
+    # 6 questions A gets right and B wrong on each of 5 seeds: 30 pooled pairs would give p ~ 2e-9,
+    # but there are only 6 independent questions: p = 2 / 2**6.
+    a = {s: outcomes("111111") for s in range(5)}
+    b = {s: outcomes("000000") for s in range(5)}
+    pooled = pooled_paired(a, b, "a", "b")
+    assert (pooled["wins"], pooled["losses"]) == (6, 0)
+    assert pooled["p_value"] == pytest.approx(2 / 64)
 
 
 def test_objective_figure_is_written(tmp_path):
@@ -201,10 +219,31 @@ def versus_gold(**runs) -> dict:
 
 def test_structure_verdict_follows_which_edit_costs_accuracy():
     agrees = structure_verdict(versus_gold(wrong_numbers=SAME, shuffled=WORSE, deleted=SAME))
-    assert agrees.startswith("As *LLMs Can Easily Learn") and "shuffled cost accuracy" in agrees
+    assert agrees.startswith("Broken structure cost accuracy beyond noise here (shuffled)")
+    assert "absence of evidence" in agrees and "wrong numbers did not" not in agrees and "not tested" in agrees
     flipped = structure_verdict(versus_gold(wrong_numbers=WORSE, shuffled=SAME, deleted=SAME))
-    assert flipped.startswith("Unlike *LLMs Can Easily Learn")
+    assert flipped.startswith("Unlike *LLMs Can Easily Learn") and "not detected" in flipped
     both = structure_verdict(versus_gold(wrong_numbers=WORSE, shuffled=WORSE, deleted=WORSE))
     assert both.startswith("Both mattered here") and "shuffled and deleted" in both
-    assert structure_verdict(versus_gold(wrong_numbers=SAME, shuffled=SAME)).startswith("No edit's cost can be told from noise")
+    none = structure_verdict(versus_gold(wrong_numbers=SAME, shuffled=SAME))
+    assert none.startswith("No edit's cost was detected at this sample size") and "absence of evidence" in none
     assert "needs a wrong_numbers run" in structure_verdict(versus_gold(shuffled=WORSE))
+
+
+def test_structure_verdict_follows_holm_adjusted_p_values():
+    # 6 vs 0 discordant questions: raw p = 0.031, Holm over three tests 0.094: no longer a cost.
+    mild = outcomes("0" * 6 + "1" * 24)
+    family = with_holm(versus_gold(wrong_numbers=SAME, shuffled=mild, deleted=SAME))
+    assert family["shuffled"]["p_value"] < 0.05 < family["shuffled"]["p_holm"]
+    held = structure_verdict(family)
+    assert held.startswith("No edit's cost was detected") and "shuffled -20% (p = 0.031, Holm 0.094)" in held
+    assert structure_verdict(versus_gold(wrong_numbers=SAME, shuffled=mild)).startswith("Broken structure cost")
+
+
+def test_token_ratio_sentence_is_measured_from_train_tokens():
+    assert token_ratio_sentence({"gold": 400, "long": 700}) == ("long trained on 700 tokens, gold on 400: "
+                                                                 "1.75 times the tokens, at the same steps and rows")
+    with pytest.raises(CotlabError, match="needs train_tokens of long"):
+        token_ratio_sentence({"gold": 400})
+    with pytest.raises(CotlabError, match="no tokens"):
+        token_ratio_sentence({"gold": 0, "long": 5})

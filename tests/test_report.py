@@ -91,9 +91,12 @@ def test_the_report_gives_intervals_paired_tests_and_only_the_parameters_that_di
 
     table = (tmp_path / "report" / "report.md").read_text()
     assert "| sft | 80 (49–94) | 70 (40–89) | 75 (" in table  # Wilson per run, t interval of the mean beside them
-    assert "| sft vs base | 8 / 0 (p 0.0078) | 7 / 0 (p 0.016) |" in table
+    # raw p and Holm's over each run's four pairs (three in distribution, one out): 4 · 0.0078, 4 · 0.016
+    assert "| sft vs base | 8 / 0 (p 0.0078, Holm 0.031) | 7 / 0 (p 0.016, Holm 0.062) |" in table
     assert "| run | seed | questions (eval_set) |" in table  # seed is all that differs; nothing else is listed
-    assert "sft beats base: 8 questions fixed, 0 broken, exact McNemar p = 0.0078" in table
+    assert "sft beats base: 8 questions fixed, 0 broken, exact McNemar p = 0.0078, Holm-adjusted p = 0.031 over 4 tests" in table
+    assert "sft vs base: no difference we can tell from noise (7 questions fixed" in table  # raw 0.016, Holm 0.062
+    assert "Does SFT's gain carry over out of distribution? Not detected" in table and "SFT out of distribution:" not in table
     assert "sft: mean 75% over 2 runs (95% t interval of the mean" in table
     assert "(runs/seed=1/02_sft_curves.png)" in table and (tmp_path / "report" / "runs" / "seed=1" / "02_sft_curves.png").is_file()
     html_text = html_file.read_text()
@@ -104,7 +107,7 @@ def test_runs_on_different_questions_are_not_paired_and_other_parameters_split_t
     runs = [fake_run(tmp_path, "a", 0, {"sft": "1111100000"}, lora_r=4),
             fake_run(tmp_path, "b", 0, {"sft": "11111111"}, lora_r=16)]
     data = json.loads((build_report(runs, tmp_path / "report").with_name("report.json")).read_text())
-    assert data["varied"] == ["lora_r"]
+    assert data["varied"] == ["lora_r"] and "stages" not in data and "stages_ood" not in data  # no mean across ranks
     assert [g["runs"] for g in data["groups"]] == [["a"], ["b"]] and data["groups"][0]["stages"]["sft"]["interval"] is None
     assert data["between_runs"][0]["paired"] is False and "independent" not in data["between_runs"][0]["sentence"]
     assert "compared as independent samples" in (tmp_path / "report" / "report.md").read_text()

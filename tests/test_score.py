@@ -53,6 +53,7 @@ def test_strict_and_lenient_accuracy_with_an_interval(tmp_path):
     result = score(GSM8K, write_rows(tmp_path / "c.jsonl", completions), tmp_path / "out")
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (s["n"], s["accuracy"], s["accuracy_lenient"]) == (3, pytest.approx(1 / 3), pytest.approx(2 / 3))
+    assert s["missing"] == len(records) - 3 > 0  # the data's other questions had no completion: counted, not hidden
     assert 0 < s["interval"][0] < 1 / 3 < s["interval"][1] < 1 and s["split"] == "as given"
     assert [row["correct_lenient"] for row in result.rows] == [True, True, False]
     assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 3
@@ -65,6 +66,8 @@ def test_strict_and_lenient_accuracy_with_an_interval(tmp_path):
     ([{"question": "What is love?", "completion": "2"}], "row 1 names question 'What is love?'"),
     ([{"id": "gsm8k_sample-1"}], "row 1 has no 'completion'"),
     ([{"completion": "2"}], "row 1 has neither 'id' nor 'question'"),
+    ([{"id": "gsm8k_sample-1", "completion": "1"}, {"id": "gsm8k_sample-2", "completion": "1"}, {"id": "gsm8k_sample-1", "completion": "2"}],
+     "row 3 answers id 'gsm8k_sample-1' again (first in row 1): one completion per question"),
 ])
 def test_unknown_or_incomplete_rows_are_named(tmp_path, rows, message):
     with pytest.raises(CotlabError, match=re.escape(message)):

@@ -11,7 +11,7 @@ import pytest
 
 from cotlab import CotlabError
 from cotlab.stats import (accuracy_phrase, across_seeds, compare_paired, difference_interval, difference_verdict,
-                          eval_set_hash, mcnemar_exact, paired_outcomes, paired_verdict, wilson_interval)
+                          eval_set_hash, fisher_exact, holm, mcnemar_exact, paired_outcomes, paired_verdict, wilson_interval, with_holm)
 
 
 def rows(pattern: str, prefix: str = "q") -> list[dict]:
@@ -104,6 +104,39 @@ def test_paired_verdict_uses_alpha():
     result = compare_paired(rows("1" * 10 + "00"), rows("0" * 10 + "11"))  # 10 vs 2: p = 0.0386
     assert paired_verdict(result).startswith("sft beats base:")
     assert paired_verdict(result, alpha=0.01).startswith("sft vs base: no difference")
+
+
+def test_holm_reproduces_the_textbook_adjustment():
+    # R: p.adjust(c(0.01, 0.04, 0.03, 0.005), "holm") = 0.03 0.06 0.06 0.02 (Holm 1979's step-down:
+    # 4·0.005, 3·0.01, 2·0.03, then 1·0.04 raised to the running maximum 0.06).
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005})
+    assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06, "d": 0.02})
+    assert list(adjusted) == ["a", "b", "c", "d"]
+    assert holm({"x": 0.4, "y": 0.9}) == {"x": 0.8, "y": 0.9}  # capped and kept in order
+    assert holm({"only": 0.03}) == {"only": 0.03} and holm({}) == {}
+    with pytest.raises(CotlabError, match="must be in"):
+        holm({"bad": 1.5})
+
+
+def test_paired_verdict_of_a_family_follows_the_holm_adjusted_p():
+    strong = compare_paired(rows("1" * 10 + "00"), rows("0" * 10 + "11"))  # 10 vs 2: raw p = 0.0386
+    family = with_holm({"one": strong, "two": {**strong, "p_value": 0.5}})
+    assert family["one"]["p_holm"] == pytest.approx(2 * 0.0386, abs=1e-3) and family["one"]["family_size"] == 2
+    sentence = paired_verdict(family["one"])
+    assert sentence.startswith("sft vs base: no difference")  # raw p < 0.05, adjusted p > 0.05
+    assert "exact McNemar p = 0.039" in sentence and "Holm-adjusted p = 0.077 over 2 tests" in sentence
+    assert paired_verdict(with_holm({"one": strong})["one"]).startswith("sft beats base:")
+
+
+def test_fisher_exact_reproduces_the_tea_tasting_table():
+    # Fisher's lady tasting tea, 3 of 4 vs 1 of 4: two-sided p = 17/35 (1 + 16 + 16 + 1 of 70 tables, the
+    # observed one and those as or less likely; R: fisher.test(matrix(c(3, 1, 1, 3), 2))$p.value = 0.4857).
+    assert fisher_exact(3, 4, 1, 4) == pytest.approx(34 / 70)
+    assert fisher_exact(4, 4, 0, 4) == pytest.approx(2 / 70)
+    assert fisher_exact(2, 4, 2, 4) == 1.0
+    assert fisher_exact(5, 10, 5, 10) == 1.0
+    with pytest.raises(CotlabError):
+        fisher_exact(5, 4, 0, 4)
 
 
 def test_difference_interval_reproduces_newcombe_1998():
