@@ -37,7 +37,7 @@ def child(args) -> dict:
     from cotlab.training import build_grpo_trainer
 
     with tempfile.TemporaryDirectory() as out:
-        recipe = GRPORecipe(model=args.model, dataset=args.data, n_prompts=64, output_dir=out, max_steps=args.steps,
+        recipe = GRPORecipe(model=args.model, guards="warn", dataset=args.data, n_prompts=64, output_dir=out, max_steps=args.steps,
                             num_generations=args.num_generations, per_device_train_batch_size=args.batch,
                             max_completion_length=args.max_completion_length, use_vllm=args.use_vllm, save_steps=10**6)
         trainer, info = build_grpo_trainer(recipe)
