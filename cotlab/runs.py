@@ -264,10 +264,12 @@ def papermill_progress():
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     logger.propagate = False
+    os.environ["COTLAB_TEXT_PROGRESS"] = "1"  # the kernels inherit it: training draws text bars (cotlab.training)
     try:
         yield {"progress_bar": False, "log_output": True}
     finally:
         logger.removeHandler(handler)
+        os.environ.pop("COTLAB_TEXT_PROGRESS", None)
 
 
 def first_line(error: BaseException) -> str:

@@ -158,10 +158,23 @@ def train_or_reuse(stage: str, recipe, data, build) -> dict:
     return run_trainer(trainer, recipe, stage, extra, fingerprint)
 
 
+def text_progress_in_batch_logs(trainer) -> None:
+    """Under `cotlab run` with its output going to a log file, a notebook's HTML progress bar shows
+    nothing: draw the terminal's text bar (with its ETA) instead, which papermill copies into the log."""
+    if os.environ.get("COTLAB_TEXT_PROGRESS") != "1":
+        return
+    from transformers.trainer_callback import ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    if trainer.pop_callback(NotebookProgressCallback) is not None:
+        trainer.add_callback(ProgressCallback)
+
+
 def run_trainer(trainer, recipe, stage: str, extra: dict | None, fingerprint: dict) -> dict:
     """Train, resuming from the last complete checkpoint of the same recipe, then save and return the
     metrics; a GPU out-of-memory error becomes one line naming the knobs that fix it."""
     try:
+        text_progress_in_batch_logs(trainer)
         measured = measure_training(trainer, resume_from_checkpoint=start_or_resume(trainer, recipe, fingerprint))
     except torch.cuda.OutOfMemoryError:
         knobs = [f"per_device_train_batch_size (now {recipe.per_device_train_batch_size}; raise gradient_accumulation_steps to keep the batch)"]

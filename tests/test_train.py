@@ -238,3 +238,19 @@ def test_a_changed_recipe_trains_afresh_and_keeps_the_earlier_run(sft_rows, tmp_
     assert json.loads((out / "final" / "recipe.json").read_text())["learning_rate"] == 3e-4
     fewer_rows = train_sft(SFTRecipe(learning_rate=3e-4, **common), sft_rows[:8])  # other data: afresh too
     assert fewer_rows["train_rows"] == 8 and (tmp_path / "sft.earlier-2").is_dir()
+
+
+def test_a_batch_log_gets_text_progress_bars(sft_rows, tmp_path, monkeypatch):
+    """Under `cotlab run` writing to a log, the notebook's HTML bar would show nothing: the text bar replaces it."""
+    from transformers.trainer_callback import ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    from cotlab.training import build_sft_trainer, text_progress_in_batch_logs
+
+    trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
+    trainer.pop_callback(ProgressCallback)
+    trainer.add_callback(NotebookProgressCallback)  # what a notebook kernel gets
+    monkeypatch.setenv("COTLAB_TEXT_PROGRESS", "1")
+    text_progress_in_batch_logs(trainer)
+    kinds = {type(c) for c in trainer.callback_handler.callbacks}
+    assert ProgressCallback in kinds and NotebookProgressCallback not in kinds
