@@ -7,6 +7,7 @@ prompts by length so a batch wastes little padding.  On a GPU with vLLM installe
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 
@@ -69,8 +70,9 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     `model.generate` on a left-padded batch wastes most of a CPU's time: every prompt re-reads
     the same system prompt, and a finished sequence keeps its slot until the longest one ends.
     Here the prompts' common token prefix is encoded once and shared, a finished sequence
-    leaves the batch at once, and waiting prompts refill the free slots (continuous batching
-    with a plain DynamicCache).  bench/generation.py measures what each part is worth.
+    leaves the batch, and waiting prompts refill the free slots (continuous batching); the KV
+    cache keeps spare room, so a decode step writes its column in place instead of copying the
+    whole cache.  bench/generation.py measures the whole against plain batched `model.generate`.
     """
     from tqdm.auto import tqdm
 
@@ -144,9 +146,7 @@ class _SlotDecoder:
 
     def run(self):
         """Yield (prompt index, generated token ids, finished) as each sequence ends."""
-        from transformers import DynamicCache
-
-        self.prefix_cache = DynamicCache(config=self.model.config)
+        self.prefix_cache = self._new_cache()
         if self.prefix_len:
             prefix = torch.tensor([self.prefix_ids], device=self.device)
             self.model(input_ids=prefix, past_key_values=self.prefix_cache, use_cache=True, logits_to_keep=1)
@@ -159,10 +159,18 @@ class _SlotDecoder:
             if self.rows:
                 yield from self._decode_step()
 
+    def _new_cache(self):
+        """A DynamicCache whose full-attention layers keep room to grow (see `_roomy_layer_class`)."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        roomy = _roomy_layer_class()
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [roomy(self.sampling.max_new_tokens) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+        return cache
+
     def _admit(self, admitted: list[tuple[int, int]]):
         """Prefill new rows' prompt suffixes on top of the shared prefix and add them to the batch."""
-        from transformers import DynamicCache
-
         suffixes = [self.suffixes[i] for i, _ in admitted]
         width = max(len(s) for s in suffixes)
         live_len = self.mask.shape[1] if self.rows else 0
@@ -171,7 +179,7 @@ class _SlotDecoder:
             self._widen_gap(self.cache, self.prefix_len + width - live_len)
             self.mask = _insert_columns(self.mask, self.prefix_len, self.prefix_len + width - live_len)
         n = len(admitted)
-        cache = DynamicCache(config=self.model.config)
+        cache = self._new_cache()
         templates = self.cache.layers if self.rows else [None] * len(cache.layers)
         for layer, prefix_layer, live_layer in zip(cache.layers, self.prefix_cache.layers, templates):
             parts = []
@@ -257,6 +265,57 @@ class _SlotDecoder:
             if layer.is_initialized and layer.get_seq_length():
                 layer.keys = _insert_columns(layer.keys, self.prefix_len, columns, dim=-2)
                 layer.values = _insert_columns(layer.values, self.prefix_len, columns, dim=-2)
+
+
+@functools.cache
+def _roomy_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        """A DynamicLayer whose keys and values are views of a buffer with `room` free columns:
+        a decode step writes its column in place, where DynamicLayer concatenates (copies) the
+        whole cache, about a fifth of a decode step on a CPU (bench/generation.py).  Assigning
+        `keys`/`values` (admitting rows, widening the gap, dropping rows: rare) copies into a
+        new buffer; keys and values are always assigned together, so they share `length`."""
+
+        def __init__(self, room: int):
+            super().__init__()
+            self.room, self.length, self._keys, self._values = max(1, room), 0, None, None
+
+        def _roomy(self, tensor: torch.Tensor, needed: int = 0) -> torch.Tensor:
+            buffer = tensor.new_empty((*tensor.shape[:-2], tensor.shape[-2] + max(self.room, needed), tensor.shape[-1]))
+            buffer[..., : tensor.shape[-2], :] = tensor
+            self.length = tensor.shape[-2]
+            return buffer
+
+        keys = property(lambda self: None if self._keys is None else self._keys[..., : self.length, :],
+                        lambda self, tensor: setattr(self, "_keys", None if tensor is None or tensor.dim() < 2 else self._roomy(tensor)))
+        values = property(lambda self: None if self._values is None else self._values[..., : self.length, :],
+                          lambda self, tensor: setattr(self, "_values", None if tensor is None or tensor.dim() < 2 else self._roomy(tensor)))
+
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            self.dtype, self.device = key_states.dtype, key_states.device
+            self.is_initialized = True
+
+        def get_seq_length(self) -> int:
+            return self.length if self._keys is not None else 0
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            if self._keys is None:
+                self.keys, self.values = key_states, value_states
+                return self.keys, self.values
+            end = self.length + key_states.shape[-2]
+            if end > self._keys.shape[-2]:  # out of room: one copy into a bigger buffer
+                needed = key_states.shape[-2]
+                self._keys, self._values = self._roomy(self.keys, needed), self._roomy(self.values, needed)
+            self._keys[..., self.length : end, :] = key_states
+            self._values[..., self.length : end, :] = value_states
+            self.length = end
+            return self.keys, self.values
+
+    return RoomyLayer
 
 
 def _insert_columns(tensor: torch.Tensor, at: int, columns: int, dim: int = 1) -> torch.Tensor:

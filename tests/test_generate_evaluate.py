@@ -219,3 +219,24 @@ def test_rows_that_finish_at_different_times_are_all_returned(tiny, monkeypatch)
     batched = generation.generate(model, tokenizer, prompts, SamplingConfig(max_new_tokens=12, batch_size=4), progress=False)
     alone = generation.generate(model, tokenizer, prompts, SamplingConfig(max_new_tokens=12, batch_size=1), progress=False)
     assert [s[0].text for s in batched] == [s[0].text for s in alone]
+
+
+def test_roomy_cache_layer_holds_what_concatenation_would():
+    """The decode cache writes new columns into spare room instead of concatenating; it must hold
+    exactly what DynamicLayer's torch.cat would, through growth past its room, rows admitted by
+    assignment and rows dropped."""
+    import torch
+
+    from cotlab.generate import _roomy_layer_class
+
+    layer, expected = _roomy_layer_class()(room=2), None
+    for width in (3, 1, 1, 4, 1):  # 3 then 4 columns at once exceed the room of 2: the buffer grows
+        keys, values = torch.randn(2, 3, width, 4), torch.randn(2, 3, width, 4)
+        got = layer.update(keys, values)
+        expected = (keys, values) if expected is None else (torch.cat([expected[0], keys], -2), torch.cat([expected[1], values], -2))
+        assert all(torch.equal(g, e) for g, e in zip(got, expected))
+    assert layer.get_seq_length() == 10
+    layer.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys, expected[0][1:]) and torch.equal(layer.values, expected[1][1:])
+    layer.update(torch.ones(1, 3, 1, 4), torch.ones(1, 3, 1, 4))
+    assert layer.keys.shape == (1, 3, 11, 4) and torch.equal(layer.keys[:, :, :10], expected[0][1:])
