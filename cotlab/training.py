@@ -7,9 +7,10 @@ laptop runs unchanged under DDP, DeepSpeed ZeRO or FSDP (configs/accelerate/).
 
 What TRL already does we leave to TRL: completion-only loss for prompt/completion data,
 packing, PEFT wrapping (and the DPO reference model as the adapter-disabled base), GRPO's
-group-relative advantages, on-policy distillation's sampling and divergence.  What we add: the model loaded once in an explicit dtype, throughput
-and peak memory, resume from the last complete checkpoint, one summary and model card written
-by the main process, and errors that name the knob to turn.
+group-relative advantages, on-policy distillation's sampling and divergence.  What we add: the
+model loaded once in an explicit dtype (a distillation teacher too, frozen), throughput and peak
+memory, resume from the last complete checkpoint, one summary and model card written by the main
+process, and errors that name the knob to turn.
 """
 
 from __future__ import annotations
