@@ -39,6 +39,11 @@ BUDGET = ("model", "adapter", "dtype", "load_in_4bit", "lora_r", "lora_alpha", "
 ALPHA = 0.05
 
 
+def divergence_name(beta: float) -> str:
+    """What TRL's generalised JSD is at a given beta: its loss, named for labels and sentences."""
+    return {1.0: "reverse KL", 0.0: "forward KL", 0.5: "JSD"}.get(float(beta), f"generalised JSD (beta {beta:g})")
+
+
 def choose_teacher(run, teacher: str, teacher_adapter: str | None, model: str, task: str, folder: str | Path,
                    fallback_steps: int, data_seed: int = 0, seed: int = 0) -> tuple[str, str | None, str]:
     """(teacher model, teacher adapter, what it is).  teacher "sft": the student's own model with
@@ -130,7 +135,7 @@ def distillation_verdicts(comparisons: dict, steps: int, alpha: float = ALPHA) -
         lines.append(f"Neither method moved the student beyond noise in {steps} step{'' if steps == 1 else 's'}: this run shows "
                      "the method, not a result (absence of evidence at this budget, not evidence that either cannot teach).")
     lines.append(paper_claim_sentence(comparisons["primary"], PAPER,
-                                      "that training the student on its own samples scored by the teacher (on-policy, reverse KL) "
-                                      "beats supervised training on the teacher's outputs", alpha))
+                                      "that training the student on its own samples scored by the teacher (on-policy) beats "
+                                      "supervised training on the teacher's outputs", alpha))
     lines.append(gap_sentence(comparisons, alpha))
     return lines

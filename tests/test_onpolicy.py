@@ -164,6 +164,12 @@ def test_distillation_verdicts_follow_the_tests():
         distillation_comparisons({stage: rows[stage] for stage in ("base", "teacher", "sft_on_teacher")})
 
 
+def test_divergence_name_follows_trls_beta():
+    from cotlab.onpolicy import divergence_name
+
+    assert [divergence_name(b) for b in (1.0, 0, 0.5, 0.25)] == ["reverse KL", "forward KL", "JSD", "generalised JSD (beta 0.25)"]
+
+
 def test_choose_teacher(tmp_path):
     from cotlab.layout import Run
     from cotlab.onpolicy import choose_teacher
