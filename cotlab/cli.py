@@ -14,7 +14,8 @@ from pathlib import Path
 
 from cotlab import CotlabError, __version__
 
-STAGE_NAMES = ("sft", "dpo", "grpo")
+STAGE_NAMES = ("sft", "dpo", "grpo")  # the run's pipeline stages (cotlab export)
+TRAIN_STAGES = (*STAGE_NAMES, "onpolicy")  # cotlab train: also on-policy distillation (lesson 11)
 
 
 def positive_int(text: str) -> int:
@@ -255,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_benchmark_commands(sub)
     add_export_command(sub)
 
-    p = sub.add_parser("train", help="train a stage (sft, dpo, grpo) from a YAML recipe (TRL's config fields plus cotlab's)")
-    p.add_argument("stage", choices=STAGE_NAMES)
+    p = sub.add_parser("train", help="train a stage (sft, dpo, grpo, onpolicy) from a YAML recipe (TRL's config fields plus cotlab's)")
+    p.add_argument("stage", choices=TRAIN_STAGES)
     p.add_argument("--config", help="recipe YAML (configs/recipes/)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (any TRL config field)")
     p.add_argument("--list-fields", action="store_true", help="print every field the stage's recipe accepts")

@@ -177,6 +177,38 @@ def questions_digest(records) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def _made_with(model, adapter, style, exemplars, sampling: SamplingConfig, load_in_4bit) -> dict:
+    """What decides an evaluation's answers, apart from its questions."""
+    return {"model": model, "weights": weights_digest(adapter, model), "style": style,
+            "exemplars": [list(e) for e in exemplars] if exemplars else None, "sampling": sampling.to_dict(),
+            "load_in_4bit": trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit}
+
+
+def earlier_rows(out_dir: str | Path, records, model: str | None = None, adapter: str | None = None, style: str = "think",
+                 sampling: SamplingConfig | None = None) -> EvalResult | None:
+    """Another lesson's evaluation read back for `records` alone, without touching it: when out_dir
+    holds an evaluation of the same model, weights, style and greedy settings whose questions include
+    every one of `records` (a larger held-out set of the same task and data seed starts with the
+    smaller one), its rows for them, in their order, with a summary of those rows; else None.  Only
+    `batch_size` may differ: it sets how many sequences share a forward pass, not what they say.
+    Why not evaluate_to on that folder: an evaluation of other questions there would be set aside."""
+    sampling = sampling or SamplingConfig()
+    found = load_eval(out_dir)
+    if found is None:
+        return None
+    wanted = _made_with(model, adapter, style, None, sampling, None)
+    recorded = dict(found.summary)
+    if isinstance(recorded.get("sampling"), dict):
+        recorded["sampling"] = {**recorded["sampling"], "batch_size": sampling.batch_size}
+    if any(recorded.get(key) != value for key, value in wanted.items()):
+        return None
+    by_id = {row["id"]: row for row in found.rows}
+    rows = [by_id.get(r.id) for r in records]
+    if any(row is None or (row["question"], row["gold"]) != (r.question, r.answer) for row, r in zip(rows, records)):
+        return None
+    return EvalResult(rows, {**summarize(rows, sampling, style), "read_from": str(out_dir), **wanted})
+
+
 def evaluate_to(out_dir: str | Path, records, model: str | None = None, adapter: str | None = None, loaded=None,
                 style: str = "think", sampling: SamplingConfig | None = None, exemplars=None, progress: bool = True,
                 load_in_4bit: bool | None = None, **context) -> EvalResult:
@@ -186,9 +218,7 @@ def evaluate_to(out_dir: str | Path, records, model: str | None = None, adapter:
     otherwise is set aside as out_dir.earlier-N, never overwritten, and redone; it says so.
     load_in_4bit None: as the adapter was trained (`cotlab.models.load_model`)."""
     sampling = sampling or SamplingConfig()
-    made_with = {"model": model, "weights": weights_digest(adapter, model), "questions_digest": questions_digest(records),
-                 "style": style, "exemplars": [list(e) for e in exemplars] if exemplars else None, "sampling": sampling.to_dict(),
-                 "load_in_4bit": trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit}
+    made_with = {**_made_with(model, adapter, style, exemplars, sampling, load_in_4bit), "questions_digest": questions_digest(records)}
     found = load_eval(out_dir)
     if found is not None:
         differ = [key for key, value in made_with.items() if found.summary.get(key) != value]

@@ -29,6 +29,7 @@ LESSONS = {
     "rl_expansion": "08_does_rl_expand",
     "objectives": "09_grpo_objectives",
     "chain_forms": "10_what_in_a_chain_teaches",
+    "onpolicy": "11_on_policy_distillation",
 }
 # trained stage -> (lesson, training folder inside it); its adapter is that folder's final/.
 # sft_answer_only is the control of the SFT lesson: the same rows with the chain removed.

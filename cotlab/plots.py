@@ -50,6 +50,23 @@ def curves(log_history: list[dict], keys: list[str], title: str, path: str | Pat
     return fig
 
 
+def training_curves(histories: dict[str, list[dict]], keys: dict[str, str], title: str, path: str | Path | None = None):
+    """Several runs' training curves side by side: one panel per logged key (`keys` maps it to the
+    panel's title), one line per run that logged it; a key no run logged gets no panel."""
+    keys = {k: label for k, label in keys.items() if any(k in e for h in histories.values() for e in h)}
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], keys.items()):
+        for i, (name, history) in enumerate(histories.items()):
+            points = [(e["step"], e[key]) for e in history if key in e and "step" in e]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", color=f"C{i}", label=name)
+        ax.set_xlabel("step")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def grouped_bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: str = "", title: str = ""):
     """One cluster of bars per group, one bar (and legend entry) per series."""
     width = 0.8 / max(1, len(series))

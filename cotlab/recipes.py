@@ -1,11 +1,12 @@
 """Training recipes: TRL's own configs plus cotlab's few fields.
 
-`SFTRecipe`, `DPORecipe` and `GRPORecipe` are subclasses of TRL's `SFTConfig`, `DPOConfig` and
-`GRPOConfig`, so every option TRL knows (`optim`, `weight_decay`, `use_liger_kernel`,
+`SFTRecipe`, `DPORecipe`, `GRPORecipe` and `DistillRecipe` are subclasses of TRL's `SFTConfig`,
+`DPOConfig`, `GRPOConfig` and `DistillationConfig`, so every option TRL knows (`optim`, `weight_decay`, `use_liger_kernel`,
 `vllm_gpu_memory_utilization`, `push_to_hub`, `log_completions`, `loss_type`...) can be set in a
 recipe file or with `--set`, and the recipe is handed to the trainer as its `args` unchanged.
 cotlab adds only what TRL's configs leave to the caller: which model and adapter to start from,
-which data, the LoRA/QLoRA set-up, the weights' dtype, and (GRPO) which rewards.
+which data, the LoRA/QLoRA set-up, the weights' dtype, (GRPO) which rewards and (on-policy
+distillation) which teacher.
 
 Defaults differ from TRL's where a small model on a laptop needs it, and precision is always set
 explicitly (TRL defaults to bf16 mixed precision, which older CPUs run slowly): see `_resolve`.
@@ -21,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import DPOConfig, GRPOConfig, SFTConfig
+from trl import DistillationConfig, DPOConfig, GRPOConfig, SFTConfig
 
 from cotlab import CotlabError
 
@@ -172,8 +173,7 @@ class GRPORecipe(_CotlabFields, GRPOConfig):
         if self.num_generations is None or self.num_generations < 2:
             raise CotlabError("num_generations must be at least 2: GRPO compares completions within a group")
         check_generation_batch(self, launched_world_size())
-        if self.max_completion_length is not None and self.max_completion_length < 16:
-            raise CotlabError(f"max_completion_length {self.max_completion_length} is too short for any chain of thought")
+        check_completion_length(self)
         if self.use_vllm is None:
             from cotlab.generate import vllm_available
 
@@ -182,6 +182,49 @@ class GRPORecipe(_CotlabFields, GRPOConfig):
             self.vllm_mode = self.vllm_mode or "colocate"
             check_vllm_layout(self, launched_world_size())
         super().__post_init__()
+
+
+@dataclass
+class DistillRecipe(_CotlabFields, DistillationConfig):
+    """On-policy distillation: TRL's DistillationConfig with cotlab's fields.  The student (`model`,
+    plus `adapter` merged, trained through a LoRA) samples completions of the prompts; the frozen
+    teacher scores every token of them; the loss is TRL's generalised Jensen-Shannon divergence
+    between the two next-token distributions (`beta` 1.0, TRL's default: the reverse KL of *On-Policy
+    Distillation of Language Models: Learning from Self-Generated Mistakes*).
+
+    `teacher` names the teacher the way `model` names the student (embedded, tiny-random, a folder
+    or a hub id; the same vocabulary as the student) and `teacher_adapter` an adapter merged into
+    it.  TRL's own `teacher_model_name_or_path` (read only by TRL's script) is taken as `teacher`
+    when that is unset.  As for GRPO, `dataset` may be a task spec: `n_prompts` of its train split.
+    The schedule defaults are SFTRecipe's, so an SFT run and a distillation run can share a budget.
+    TRL 1.16's stable trainer is wholly on-policy (GKD's `lmbda` = 1, kept in trl.experimental.gkd):
+    every batch is the student's own samples.
+    """
+
+    teacher: str | None = field(default=None, metadata={"help": "the teacher: embedded, tiny-random, a folder or a hub id"})
+    teacher_adapter: str | None = field(default=None, metadata={"help": "an adapter merged into the teacher (e.g. this run's SFT)"})
+    n_prompts: int = 256
+    output_dir: str | None = "outputs/onpolicy"
+    learning_rate: float = 2e-4
+    max_steps: int = 20
+    per_device_train_batch_size: int = 8  # prompts a step: one sampled completion each
+    max_completion_length: int | None = 96
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.05
+    logging_steps: float = 1
+
+    def __post_init__(self):
+        if self.teacher_model_name_or_path and self.teacher and self.teacher_model_name_or_path != self.teacher:
+            raise CotlabError(f"teacher ({self.teacher}) and TRL's teacher_model_name_or_path ({self.teacher_model_name_or_path}) "
+                              "name different teachers: set teacher only")
+        self.teacher = self.teacher or self.teacher_model_name_or_path
+        check_completion_length(self)
+        super().__post_init__()
+
+
+def check_completion_length(recipe) -> None:
+    if recipe.max_completion_length is not None and recipe.max_completion_length < 16:
+        raise CotlabError(f"max_completion_length {recipe.max_completion_length} is too short for any chain of thought")
 
 
 def launched_world_size() -> int:
@@ -220,7 +263,7 @@ def check_vllm_layout(recipe, world_size: int) -> None:
                           f"processes ({world_size}): colocated vLLM shards across groups of that many GPUs")
 
 
-RECIPES = {"sft": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe}
+RECIPES = {"sft": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe, "onpolicy": DistillRecipe}
 
 
 def recipe_fields(stage: str) -> list[str]:

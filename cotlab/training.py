@@ -1,4 +1,4 @@
-"""Training stages on TRL: SFT (LoRA, QLoRA or full), DPO and GRPO.
+"""Training stages on TRL: SFT (LoRA, QLoRA or full), DPO, GRPO and on-policy distillation.
 
 Each stage is one function taking a recipe (`cotlab.recipes`: TRL's own config plus cotlab's
 fields); the notebooks, `cotlab train STAGE --config recipe.yaml` and `accelerate launch -m
@@ -7,9 +7,10 @@ laptop runs unchanged under DDP, DeepSpeed ZeRO or FSDP (configs/accelerate/).
 
 What TRL already does we leave to TRL: completion-only loss for prompt/completion data,
 packing, PEFT wrapping (and the DPO reference model as the adapter-disabled base), GRPO's
-group-relative advantages.  What we add: the model loaded once in an explicit dtype, throughput
-and peak memory, resume from the last complete checkpoint, one summary and model card written
-by the main process, and errors that name the knob to turn.
+group-relative advantages, on-policy distillation's sampling and divergence.  What we add: the
+model loaded once in an explicit dtype (a distillation teacher too, frozen), throughput and peak
+memory, resume from the last complete checkpoint, one summary and model card written by the main
+process, and errors that name the knob to turn.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cotlab import CotlabError
 from cotlab.guards import LearningSignalGuard, check_chat_template, check_rewards, checked_reward, watch_held_out
 from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl, set_aside
 from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, base_adapters_record, hub_id, load_base, load_tokenizer, weights_digest
-from cotlab.recipes import DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
+from cotlab.recipes import DistillRecipe, DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
 
 def load_training_dataset(source):
     """A datasets.Dataset from a folder saved with save_to_disk, a JSONL file, or a list of rows."""
@@ -81,10 +82,11 @@ def recipe_fingerprint(recipe, train_dataset=None) -> dict:
     """What decides what a training run produces: the recipe's fields, the training data
     (`datasets`' content fingerprint, so rows passed in memory count too) and the starting
     weights (the digest of the adapter chain it trains on: an SFT retrained into the same folder
-    makes a DPO or GRPO run on top of it stale)."""
+    makes a DPO or GRPO run on top of it stale); for distillation the teacher's weights too."""
     fields = {k: v for k, v in json.loads(recipe.to_json_string()).items() if k not in RESUMABLE_CHANGES and k not in SCHEDULE}
+    teacher = {"teacher_weights": weights_digest(recipe.teacher_adapter, recipe.teacher)} if isinstance(recipe, DistillRecipe) else {}
     return {**fields, "train_data": getattr(train_dataset, "_fingerprint", None),
-            "start_weights": weights_digest(recipe.adapter, recipe.model)}
+            "start_weights": weights_digest(recipe.adapter, recipe.model), **teacher}
 
 
 def schedule(recipe) -> dict:
@@ -464,8 +466,9 @@ def build_dpo_trainer(recipe: DPORecipe, pairs, held_out=None, held_out_sampling
 # GRPO --------------------------------------------------------------------------------------------
 
 
-def grpo_prompts(source, recipe: GRPORecipe):
-    """GRPO needs only questions and gold answers: a task spec is enough, no dataset to build."""
+def prompt_rows(source, recipe: GRPORecipe | DistillRecipe):
+    """GRPO and on-policy distillation need only questions (and GRPO's rewards the gold answers):
+    a task spec is enough, no dataset to build; `n_prompts` of its train split."""
     from cotlab.data import load_records, training_split
     from cotlab.rewards import grpo_rows
 
@@ -486,7 +489,7 @@ def train_grpo(recipe: GRPORecipe, dataset=None, held_out=None, held_out_samplin
     `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the reward."""
     from cotlab.rewards import reward_functions
 
-    prompts = grpo_prompts(dataset if dataset is not None else recipe.dataset, recipe)
+    prompts = prompt_rows(dataset if dataset is not None else recipe.dataset, recipe)
     recipe.reward_weights = reward_functions(recipe.rewards, recipe.max_completion_length)[1]  # part of the fingerprint
     return train_or_reuse("grpo", recipe, prompts, lambda: build_grpo_trainer(recipe, prompts, held_out, held_out_sampling))
 
@@ -498,7 +501,7 @@ def build_grpo_trainer(recipe: GRPORecipe, dataset=None, held_out=None, held_out
 
     from cotlab.rewards import reward_functions
 
-    prompts = grpo_prompts(dataset if dataset is not None else recipe.dataset, recipe)
+    prompts = prompt_rows(dataset if dataset is not None else recipe.dataset, recipe)
     functions, recipe.reward_weights = reward_functions(recipe.rewards, recipe.max_completion_length)
     tokenizer = load_tokenizer(recipe.model)
     tokenizer.padding_side = "left"
@@ -513,7 +516,51 @@ def build_grpo_trainer(recipe: GRPORecipe, dataset=None, held_out=None, held_out
                      "use_vllm": recipe.use_vllm}
 
 
-STAGES = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo}
+# On-policy distillation ---------------------------------------------------------------------------
+
+
+def load_teacher(recipe: DistillRecipe):
+    """The teacher of a distillation recipe through cotlab's one loading path: its model in the
+    recipe's dtype, its adapter (and the adapters under it) merged into the weights, eval mode,
+    every weight frozen; on this process's GPU under a launcher (TRL places it from there)."""
+    from cotlab.models import load_model
+
+    if not recipe.teacher:
+        raise CotlabError("an on-policy distillation recipe needs a teacher: set teacher (embedded, tiny-random, a folder or "
+                          "a hub id) and, for a fine-tuned teacher, teacher_adapter")
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else None
+    teacher, _ = load_model(recipe.teacher, adapter=recipe.teacher_adapter, device=device, dtype=recipe.dtype)
+    if recipe.teacher_adapter:
+        teacher = teacher.merge_and_unload()
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def train_onpolicy(recipe: DistillRecipe, dataset=None) -> dict:
+    """On-policy distillation (TRL's DistillationTrainer): the student (the recipe's model, with a
+    LoRA) samples a completion of each prompt, the frozen teacher scores every token of it, and the
+    student moves toward the teacher's next-token distribution on its own samples (reverse KL at
+    TRL's default beta 1.0).  Prompts as for GRPO (`prompt_rows`); resumes and reuses as every stage."""
+    prompts = prompt_rows(dataset if dataset is not None else recipe.dataset, recipe)
+    return train_or_reuse("onpolicy", recipe, prompts, lambda: (build_onpolicy_trainer(recipe, prompts),
+                                                                {"train_prompts": len(prompts), "teacher": recipe.teacher,
+                                                                 "teacher_adapter": recipe.teacher_adapter}))
+
+
+def build_onpolicy_trainer(recipe: DistillRecipe, prompts):
+    """TRL's DistillationTrainer set up from a recipe; the chat template is checked before any model loads."""
+    from trl import DistillationTrainer
+
+    tokenizer = load_tokenizer(recipe.model)
+    tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
+    check_chat_template(tokenizer, prompts, recipe.model)
+    teacher = load_teacher(recipe)
+    return DistillationTrainer(model=base_model(recipe), teacher_model=teacher, args=recipe, train_dataset=prompts,
+                               processing_class=tokenizer, peft_config=lora_config(recipe))
+
+
+STAGES = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo, "onpolicy": train_onpolicy}
 
 
 def run_stage(stage: str, recipe) -> dict:

@@ -240,3 +240,22 @@ def test_roomy_cache_layer_holds_what_concatenation_would():
     assert torch.equal(layer.keys, expected[0][1:]) and torch.equal(layer.values, expected[1][1:])
     layer.update(torch.ones(1, 3, 1, 4), torch.ones(1, 3, 1, 4))
     assert layer.keys.shape == (1, 3, 11, 4) and torch.equal(layer.keys[:, :, :10], expected[0][1:])
+
+
+def test_earlier_rows_reads_a_larger_evaluation_back_for_fewer_questions_without_touching_it(tiny, tmp_path):
+    """Lesson 11 reads notebook 02's base and SFT evaluations for its own (fewer) held-out questions:
+    the same model, weights and greedy settings give the rows of those questions, in their order,
+    whatever the batch size; anything else gives None, and the folder is never set aside."""
+    from cotlab.evaluate import earlier_rows, evaluate_to, load_eval
+
+    records = load_records(CHAIN_SUM, n=4, split="test")
+    sampling = SamplingConfig(max_new_tokens=6, batch_size=4)
+    whole = evaluate_to(tmp_path / "e", records, model="tiny-random", loaded=tiny, sampling=sampling, progress=False)
+    fewer = earlier_rows(tmp_path / "e", records[:2], model="tiny-random", sampling=SamplingConfig(max_new_tokens=6, batch_size=2))
+    assert fewer.rows == whole.rows[:2] and fewer.summary["n"] == 2 and fewer.summary["read_from"] == str(tmp_path / "e")
+    assert fewer.summary["accuracy"] == sum(r["correct"] for r in whole.rows[:2]) / 2
+    assert earlier_rows(tmp_path / "e", records[:2], model="embedded", sampling=sampling) is None  # another model
+    assert earlier_rows(tmp_path / "e", records[:2], model="tiny-random", sampling=SamplingConfig(max_new_tokens=7, batch_size=4)) is None
+    assert earlier_rows(tmp_path / "e", load_records(CHAIN_SUM, n=6, split="test"), model="tiny-random", sampling=sampling) is None
+    assert earlier_rows(tmp_path / "nothing", records, model="tiny-random", sampling=sampling) is None
+    assert load_eval(tmp_path / "e").rows == whole.rows and not (tmp_path / "e.earlier-1").exists()

@@ -77,3 +77,13 @@ def test_gain_vs_forgetting(tmp_path):
     ax = fig.axes[0]
     assert (tmp_path / "g.png").is_file() and len(ax.lines) == 2 and len(ax.texts) == 4
     assert list(ax.lines[0].get_xdata()) == [-3.0, -1.0] and list(ax.lines[0].get_ydata()) == [-1.0, -1.5]
+
+
+def test_training_curves_one_panel_per_logged_key_one_line_per_run(tmp_path):
+    sft = [{"step": 1, "loss": 2.0, "entropy": 1.0}, {"step": 2, "loss": 1.5, "entropy": 0.9}]
+    onpolicy = [{"step": 1, "loss": 0.8, "entropy": 1.2, "completions/mean_length": 40}, {"step": 2, "loss": 0.6}]
+    fig = plots.training_curves({"A": sft, "B": onpolicy}, {"loss": "loss", "entropy": "entropy", "completions/mean_length": "length",
+                                                            "grad_norm": "never logged"}, "t", tmp_path / "c.png")
+    assert (tmp_path / "c.png").is_file() and [ax.get_title() for ax in fig.axes] == ["loss", "entropy", "length"]
+    assert len(fig.axes[0].lines) == 2 and len(fig.axes[2].lines) == 1
+    assert list(fig.axes[1].lines[1].get_ydata()) == [1.2]

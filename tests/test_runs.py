@@ -162,7 +162,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_evaluations(tmp_path):
 
 @pytest.mark.slow
 def test_the_whole_suite_runs_in_the_smoke_profile(tmp_path):
-    """Every notebook, 00 to 10, under papermill with the tiny model: DPO and GRPO steps included."""
+    """Every notebook, 00 to 11, under papermill with the tiny model: DPO, GRPO and on-policy distillation steps included."""
     out = tmp_path / "suite"
     result = run_cli("run", "--profile", "smoke", "--out", str(out), timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -170,12 +170,13 @@ def test_the_whole_suite_runs_in_the_smoke_profile(tmp_path):
     assert all(nb["status"] == "done" for nb in summary["notebooks"].values()) and len(summary["notebooks"]) == len(notebooks())
     assert set(summary["accuracy"]) == set(summary["accuracy_ood"]) == {"base", "sft_answer_only", "sft", "dpo", "grpo"}
     assert {"sft_vs_base", "sft_vs_sft_answer_only", "dpo_vs_sft", "grpo_vs_sft"} <= set(summary["paired"])
-    for lesson in ("faithfulness", "scaling", "changes", "rl_expansion", "objectives", "chain_forms"):
+    for lesson in ("faithfulness", "scaling", "changes", "rl_expansion", "objectives", "chain_forms", "onpolicy"):
         assert lesson in summary["stages"]
+    assert summary["stages"]["onpolicy"]["teacher"].endswith("the run's SFT adapter (notebook 02)")  # 11 ran after 02
     grpo_log = json.loads((Run(out).training_dir("grpo") / "metrics.json").read_text())["log_history"]
     assert any("completions/clipped_ratio" in e for e in grpo_log)
     figures = sorted(p.name for p in out.glob("*.png"))
-    for prefix in ("00_", "01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_"):
+    for prefix in ("00_", "01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_", "11_"):
         assert any(f.startswith(prefix) for f in figures), f"no figure from notebook {prefix}"
 
 
