@@ -11,7 +11,7 @@ from pathlib import Path
 from cotlab import CotlabError
 from cotlab.generate import GenerationStats, SamplingConfig, generate
 from cotlab.io import atomic_write_json, read_jsonl, set_aside, write_jsonl
-from cotlab.models import load_model, trained_in_4bit, weights_digest
+from cotlab.models import load_model, trained_in_4bit, weights_digest, weights_dtype
 from cotlab.prompts import build_messages, render_prompt
 from cotlab.verify import format_ok, grade, is_correct
 
@@ -110,7 +110,7 @@ def evaluate(model, tokenizer, records, style: str = "think", sampling: Sampling
                 majority_correct=is_correct(record, vote),
             )
         rows.append(row)
-    return EvalResult(rows, summarize(rows, sampling, style, stats))
+    return EvalResult(rows, {**summarize(rows, sampling, style, stats), "dtype": weights_dtype(model)})
 
 
 def summarize(rows: list[dict], sampling: SamplingConfig, style: str, stats: GenerationStats | None = None) -> dict:

@@ -86,9 +86,11 @@ def run_evidence(run_dir: str | Path) -> dict:
     `accuracy` and Wilson 95% `interval`; `n_eval` and `eval_set` (the hash of the question ids);
     `paired` {"A_vs_B": wins (A right, B wrong), losses, p_value (exact McNemar), p_holm (Holm-adjusted
     over every pair of both distributions), family_size, n, difference}; `mean_completion_tokens`; and
-    the same with an `_ood` suffix for the out-of-distribution evaluations."""
+    the same with an `_ood` suffix for the out-of-distribution evaluations; `dtype` {stage: the
+    weights' dtype its evaluation ran in}."""
     run = Run(run_dir)
-    evidence = {}
+    evidence = {"dtype": {stage: result.summary.get("dtype") for stage in REPORT_STAGES
+                          if (result := run.evaluation(stage)) is not None and result.rows}}
     by_suffix = {suffix: stage_rows(run, ood) for ood, suffix in ((False, ""), (True, "_ood"))}
     family = family_comparisons(by_suffix)
     for suffix, rows in by_suffix.items():

@@ -74,6 +74,13 @@ def default_dtype(device: str | None = None) -> torch.dtype:
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
+def weights_dtype(model) -> str:
+    """The dtype a model computes in, as run.json and summaries record it ("float32", "bfloat16";
+    "nf4+bfloat16" for a 4-bit QLoRA base, whose linear weights are NF4 and compute in bf16)."""
+    dtype = str(getattr(model, "dtype", None) or next(model.parameters()).dtype).removeprefix("torch.")
+    return f"nf4+{dtype}" if getattr(model, "is_loaded_in_4bit", False) else dtype
+
+
 def resolve_dtype(spec: str | torch.dtype | None = "auto", device: str | None = None) -> torch.dtype:
     """`auto` (or None) is `default_dtype(device)`; `float32`/`bfloat16` force one.  bf16 on a CPU
     without bf16 instructions is refused: PyTorch would emulate it, slowly."""

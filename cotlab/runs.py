@@ -166,7 +166,10 @@ def environment_info() -> dict:
     try:
         import torch
 
+        from cotlab.models import resolve_dtype
+
         info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+        info["dtype_auto"] = str(resolve_dtype("auto")).removeprefix("torch.")  # what `dtype: auto` picks on this machine
     except ImportError:
         pass
     return info

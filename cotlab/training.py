@@ -26,7 +26,7 @@ import torch
 from cotlab import CotlabError
 from cotlab.guards import LearningSignalGuard, check_chat_template, check_rewards, checked_reward, watch_held_out
 from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl, set_aside
-from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, base_adapters_record, hub_id, load_base, load_tokenizer, weights_digest
+from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, base_adapters_record, hub_id, load_base, load_tokenizer, weights_digest, weights_dtype
 from cotlab.recipes import DistillRecipe, DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
 
 def load_training_dataset(source):
@@ -314,6 +314,8 @@ def finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = Non
         "output": str(final),
         "steps": trainer.state.global_step,
         "world_size": trainer.args.world_size,
+        "dtype": weights_dtype(trainer.model),
+        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         **measured,
         "log_history": trainer.state.log_history,
         "recipe": recipe.to_dict(),

@@ -21,7 +21,7 @@ def rows_from(pattern: str, prefix: str = "q") -> list[dict]:
 
 def write_stage(run: Run, stage: str, pattern: str, ood: bool = False, prefix: str = "q"):
     rows = rows_from(pattern, prefix)
-    write_eval(run.evaluation_dir(stage, ood), EvalResult(rows, {"accuracy": sum(r["correct"] for r in rows) / len(rows)}))
+    write_eval(run.evaluation_dir(stage, ood), EvalResult(rows, {"accuracy": sum(r["correct"] for r in rows) / len(rows), "dtype": "float32"}))
 
 
 def test_answer_only_rows_keep_prompts_and_answers_and_drop_the_chain():
@@ -60,6 +60,7 @@ def test_run_evidence_is_computed_from_the_evaluations_on_disk(tmp_path):
     assert evidence["accuracy_ood"] == {"base": 0.0, "sft": 0.5} and evidence["n_eval_ood"] == 2
     assert evidence["eval_set_ood"] != evidence["eval_set"] and set(evidence["paired_ood"]) == {"sft_vs_base"}
     assert evidence["mean_completion_tokens"]["sft"] == pytest.approx(14.5)
+    assert evidence["dtype"] == {"base": "float32", "sft_answer_only": "float32", "sft": "float32", "grpo": "float32"}
     # six pairs over both distributions are one family: the smallest p (8 vs 0) is multiplied by 6
     assert sft_vs_base["family_size"] == 6 and sft_vs_base["p_holm"] == pytest.approx(6 * mcnemar_exact(8, 0))
     assert evidence["paired"]["sft_vs_sft_answer_only"]["p_holm"] == pytest.approx(4 * mcnemar_exact(6, 0))

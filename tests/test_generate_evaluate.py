@@ -90,6 +90,7 @@ def test_evaluate_writes_predictions_and_refuses_to_overwrite(tiny, tmp_path):
     assert {"accuracy", "accuracy_lenient", "interval", "n", "mean_completion_tokens", "pass@3", "maj@3",
             "clipped_ratio"} <= set(result.summary)
     assert result.summary["accuracy"] <= result.summary["accuracy_lenient"]
+    assert result.summary["dtype"] == str(model.dtype).removeprefix("torch.")  # which precision produced these answers
     write_eval(tmp_path, result)
     with pytest.raises(CotlabError, match="already holds"):
         write_eval(tmp_path, result)

@@ -243,3 +243,10 @@ def test_a_notebook_run_by_hand_twice_leaves_notebooks_untouched_and_trains_afre
     assert recipe["learning_rate"] == 3e-4
     earlier = json.loads((Run(lab).training_dir("sft").with_name("main.earlier-1") / "final" / "recipe.json").read_text())
     assert earlier["learning_rate"] == 1e-3
+
+
+def test_environment_records_what_dtype_auto_picks_here():
+    from cotlab.models import resolve_dtype
+    from cotlab.runs import environment_info
+
+    assert environment_info()["dtype_auto"] == str(resolve_dtype("auto")).removeprefix("torch.")

@@ -43,6 +43,8 @@ def test_sft_trains_saves_an_adapter_and_resumes(sft_rows, tmp_path):
                        per_device_train_batch_size=4, logging_steps=1)
     metrics = train_sft(recipe, sft_rows)
     assert metrics["steps"] == 2 and metrics["tokens_per_second"] > 0 and metrics["peak_memory_mb"] > 0
+    # recorded as the policy chose them on this machine (bf16 only on CPUs where it is faster)
+    assert metrics["dtype"] in ("float32", "bfloat16") and metrics["precision"] == ("bf16" if recipe.bf16 else "fp32")
     assert (tmp_path / "sft" / "final" / "adapter_config.json").is_file()
     card = (tmp_path / "sft" / "final" / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: peft" in card and "\n# cotlab SFT output" in card  # PEFT's metadata, our text
