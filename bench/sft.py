@@ -34,7 +34,7 @@ def child(args) -> dict:
     from cotlab.models import resolve_model, trainer_precision
     from cotlab.prompts import sft_example
     from cotlab.recipes import SFTRecipe
-    from cotlab.training import build_sft_trainer, measure_training
+    from cotlab.training import build_sft_trainer, measure_training, precision_name
 
     rows = [sft_example(r.question, r.rationale, r.answer) for r in load_records(args.data, n=args.steps * args.batch, split="train")]
     with tempfile.TemporaryDirectory() as out:
@@ -55,7 +55,7 @@ def child(args) -> dict:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
-    result = {"config": args.config, "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+    result = {"config": args.config, "precision": precision_name(trainer.args),
               "steps": trainer.state.global_step, "tokens": measured["train_tokens"],
               "seconds": measured["wall_seconds"], "tokens_per_second": measured["tokens_per_second"],
               "peak_memory_mb": round(measured["peak_memory_mb"]), "weights_memory_mb": measured["weights_memory_mb"],

@@ -204,6 +204,11 @@ def _close_progress_bars(trainer) -> None:
                 setattr(callback, name, None)
 
 
+def precision_name(args) -> str:
+    """The mixed precision a Trainer's arguments train in, as metrics and bench/ record it."""
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
 def measure_training(trainer, resume_from_checkpoint: str | None = None) -> dict:
     """Run trainer.train() and measure it: wall time, this run's peak memory, the weights' own
     memory (4-bit under QLoRA: what QLoRA saves, apart from activations and optimiser state),
@@ -315,7 +320,7 @@ def finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = Non
         "steps": trainer.state.global_step,
         "world_size": trainer.args.world_size,
         "dtype": weights_dtype(trainer.model),
-        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+        "precision": precision_name(trainer.args),
         **measured,
         "log_history": trainer.state.log_history,
         "recipe": recipe.to_dict(),
