@@ -26,6 +26,7 @@ import torch
 from cotlab import CotlabError
 from cotlab.guards import LearningSignalGuard, check_chat_template, check_rewards, checked_reward, watch_held_out
 from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl, set_aside
+from cotlab.lm_head import fit_trl_lm_head_to_cpu
 from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, base_adapters_record, hub_id, load_base, load_tokenizer, weights_digest, weights_dtype
 from cotlab.recipes import DistillRecipe, DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
 
@@ -55,8 +56,6 @@ def load_training_dataset(source):
         return datasets.Dataset.from_list(rows)
     placeholder = " (RUN_DIR is a placeholder: --set dataset=runs/NAME/... names a real run)" if "RUN_DIR" in str(source) else ""
     raise CotlabError(f"training dataset not found: {source}{placeholder}")
-
-
 
 
 def base_model(recipe):
@@ -420,6 +419,7 @@ def build_sft_trainer(recipe: SFTRecipe, dataset=None, eval_dataset=None):
     """TRL's SFTTrainer set up from a recipe (what train_sft runs; bench/ times it directly)."""
     from trl import SFTTrainer
 
+    fit_trl_lm_head_to_cpu()
     return SFTTrainer(model=base_model(recipe), args=recipe, processing_class=load_tokenizer(recipe.model),
                       train_dataset=load_training_dataset(dataset if dataset is not None else recipe.dataset),
                       eval_dataset=eval_dataset, peft_config=lora_config(recipe))
@@ -464,6 +464,7 @@ def build_dpo_trainer(recipe: DPORecipe, pairs, held_out=None, held_out_sampling
     tokenizer = load_tokenizer(recipe.model)
     if recipe.guards != "off":
         check_chat_template(tokenizer, pairs, recipe.model)
+    fit_trl_lm_head_to_cpu()
     trainer = DPOTrainer(model=base_model(recipe), args=recipe, train_dataset=pairs,
                          processing_class=tokenizer, peft_config=lora_config(recipe))
     watch_held_out(trainer, recipe, held_out, held_out_sampling)
@@ -516,6 +517,7 @@ def build_grpo_trainer(recipe: GRPORecipe, dataset=None, held_out=None, held_out
         check_chat_template(tokenizer, prompts, recipe.model)
         check_rewards(functions, prompts, tokenizer)
     guard = LearningSignalGuard(recipe.guards, recipe.guard_steps, recipe.max_completion_length)
+    fit_trl_lm_head_to_cpu()
     trainer = GRPOTrainer(model=base_model(recipe), reward_funcs=[checked_reward(f) for f in functions], args=recipe,
                           train_dataset=prompts, processing_class=tokenizer, peft_config=lora_config(recipe), callbacks=[guard])
     watch_held_out(trainer, recipe, held_out, held_out_sampling)
@@ -563,6 +565,7 @@ def build_onpolicy_trainer(recipe: DistillRecipe, prompts):
     tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
     check_chat_template(tokenizer, prompts, recipe.model)
     teacher = load_teacher(recipe)
+    fit_trl_lm_head_to_cpu()
     return DistillationTrainer(model=base_model(recipe), teacher_model=teacher, args=recipe, train_dataset=prompts,
                                processing_class=tokenizer, peft_config=lora_config(recipe))
 

@@ -38,6 +38,42 @@ def test_loss_is_on_the_completion_only(sft_rows, tokenizer, tmp_path):
     assert all(label == -100 for label in labels[:prompt_len])
 
 
+@pytest.mark.parametrize("plain", [True, False])
+def test_the_lm_head_scores_only_labelled_positions_on_cpu(sft_rows, tmp_path, monkeypatch, plain):
+    """cotlab's trainers make TRL's fused LM head project only labelled positions on CPU (TRL does
+    so on Triton devices only) and score them with one log_softmax (`plain`; TRL's tiles above
+    `PLAIN_LOGITS_LIMIT`).  Either way the projection sees exactly the labelled positions, and
+    their log-probabilities, entropies and top-1 flags are those of the model's full logits.
+    Fails if TRL renames what `cotlab.lm_head` relies on."""
+    import torch
+    import trl.trainer.utils
+
+    import cotlab.lm_head
+    from cotlab.training import build_sft_trainer
+
+    trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
+    monkeypatch.setattr(cotlab.lm_head, "PLAIN_LOGITS_LIMIT", cotlab.lm_head.PLAIN_LOGITS_LIMIT if plain else 0)
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    projected = []
+    scorer = trl.trainer.utils._ChunkedLogProbFunction
+    monkeypatch.setattr(scorer, "apply", lambda hidden, *args, apply=scorer.apply: projected.append(hidden.shape[0]) or apply(hidden, *args))
+    model = trainer.model.eval()
+    fused = model(**batch, fused_lm_head=True)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    labelled = labels != -100
+    assert projected == [int(labelled.sum())] and projected[0] < labels.numel()
+    log_probs = logits.log_softmax(-1)
+    expected = log_probs.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    torch.testing.assert_close(fused.log_probs[labelled], expected[labelled], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused.entropy[labelled], -(log_probs.exp() * log_probs).sum(-1)[labelled], rtol=1e-4, atol=1e-4)
+    assert torch.equal(fused.is_top1[labelled], (logits.argmax(-1) == labels)[labelled])
+    assert (fused.log_probs[~labelled] == 0).all()
+    fused.loss.backward()  # the loss reaches the adapter
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
 def test_sft_trains_saves_an_adapter_and_resumes(sft_rows, tmp_path):
     recipe = SFTRecipe(model="tiny-random", output_dir=str(tmp_path / "sft"), max_steps=2, save_steps=2,
                        per_device_train_batch_size=4, logging_steps=1)
