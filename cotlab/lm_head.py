@@ -7,9 +7,10 @@ compiler, XLA or Neuron, sees fixed shapes), and folds each tile with a dozen el
 in place of the Triton kernel.  cotlab runs eagerly on CPU, where neither pays: on the embedded
 model the projection of unlabelled positions was 27% of an SFT step, and the folding 9% of what
 was left (8 steps took 35.3 s, then 25.8 s, then 23.5 s; for one batch's 350 labelled tokens one
-`log_softmax` does in 336 ms what the tiles did in 546, backward included).  `fit_trl_lm_head_to_cpu` changes both, on CPU only, for the trainers built after it;
-the log-probabilities of the labelled positions are the same (tests/test_train.py checks them
-against the model's full logits).
+`log_softmax` does in 336 ms what the tiles did in 546, backward included).
+`fit_trl_lm_head_to_cpu` changes both, on CPU only, for the trainers built after it; the
+log-probabilities of the labelled positions are the same (tests/test_train.py checks them against
+the model's full logits).
 """
 
 from __future__ import annotations
@@ -59,12 +60,13 @@ class CpuLogProbs:
         logits = torch.nn.functional.linear(hidden, weight, bias).float() * logit_scale
         if final_logit_softcapping is not None:
             logits = final_logit_softcapping * torch.tanh(logits / final_logit_softcapping)
-        log_probs = (logits / temperature).log_softmax(-1)
+        logits = logits / temperature
+        log_probs = logits.log_softmax(-1)
         chosen = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         # TRL's entropy carries a gradient (a loss may use it); the other outputs do not.
         entropy = -(log_probs.exp() * log_probs).sum(-1) if "entropy" in outputs else None
         with torch.no_grad():
             log_sum_sq_probs = (2 * log_probs).logsumexp(-1) if "log_sum_sq_probs" in outputs else None
-            mean_logits = (logits / temperature).mean(-1) if "mean_logits" in outputs else None
+            mean_logits = logits.mean(-1) if "mean_logits" in outputs else None
             is_top1 = log_probs.argmax(-1) == targets if "is_top1" in outputs else None
         return chosen, entropy, log_sum_sq_probs, mean_logits, is_top1

@@ -74,6 +74,30 @@ def test_the_lm_head_scores_only_labelled_positions_on_cpu(sft_rows, tmp_path, m
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
 
 
+def test_the_plain_cpu_scorer_matches_trls_tiles_on_every_output():
+    """`CpuLogProbs` against TRL's own `ChunkedLogProbFunction` on the same inputs, with a
+    temperature, a logit scale and a soft cap: every output, and the gradient of the log-probs."""
+    import torch
+    from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS, ChunkedLogProbFunction
+
+    from cotlab.lm_head import CpuLogProbs
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, 16, generator=generator)
+    weight, bias = torch.randn(50, 16, generator=generator), torch.randn(50, generator=generator)
+    targets = torch.randint(0, 50, (6,), generator=generator)
+    outputs, grads = [], []
+    for scorer in (ChunkedLogProbFunction, CpuLogProbs(ChunkedLogProbFunction)):
+        leaf = hidden.clone().requires_grad_()
+        result = scorer.apply(leaf, weight, bias, targets, 0.7, 32, 5.0, 0.5, ("log_probs", *OPTIONAL_OUTPUTS))
+        result[0].sum().backward()
+        outputs.append([r.detach() for r in result])
+        grads.append(leaf.grad)
+    for trl_output, cotlab_output in zip(*outputs):
+        torch.testing.assert_close(cotlab_output, trl_output, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
+
+
 def test_sft_trains_saves_an_adapter_and_resumes(sft_rows, tmp_path):
     recipe = SFTRecipe(model="tiny-random", output_dir=str(tmp_path / "sft"), max_steps=2, save_steps=2,
                        per_device_train_batch_size=4, logging_steps=1)
