@@ -27,7 +27,8 @@ from cotlab import CotlabError
 from cotlab.guards import LearningSignalGuard, check_chat_template, check_rewards, checked_reward, watch_held_out
 from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl, set_aside
 from cotlab.lm_head import fit_trl_lm_head_to_cpu
-from cotlab.models import BASE_ADAPTERS_FILE, adapter_chain, base_adapters_record, hub_id, load_base, load_tokenizer, weights_digest, weights_dtype
+from cotlab.models import (BASE_ADAPTERS_FILE, adapter_chain, base_adapters_record, hub_id, load_base, load_model, load_tokenizer,
+                           weights_digest, weights_dtype)
 from cotlab.recipes import DistillRecipe, DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
 
 def load_training_dataset(source):
@@ -429,7 +430,6 @@ def train_and_score(recipe: SFTRecipe, dataset, held_out, sampling) -> dict:
     """One comparison run: train an SFT recipe, then score it greedily on `held_out` (on its own
     4-bit base under QLoRA); accuracy, length, throughput and memory side by side."""
     from cotlab.evaluate import evaluate
-    from cotlab.models import load_model
 
     metrics = train_sft(recipe, dataset)
     if recipe.lora_r:
@@ -532,8 +532,6 @@ def load_teacher(recipe: DistillRecipe):
     """The teacher of a distillation recipe through cotlab's one loading path: its model in the
     recipe's dtype, its adapter (and the adapters under it) merged into the weights, eval mode,
     every weight frozen; on this process's GPU under a launcher (TRL places it from there)."""
-    from cotlab.models import load_model
-
     if not recipe.teacher:
         raise CotlabError("an on-policy distillation recipe needs a teacher: set teacher (embedded, tiny-random, a folder or "
                           "a hub id) and, for a fine-tuned teacher, teacher_adapter")
