@@ -47,7 +47,8 @@ fi
 if [ $TORCH = cuda ] && [ $GPU = 0 ]; then
   echo "setup: no GPU here; installing CUDA torch for the GPU nodes (COTLAB_TORCH=cuda)"
 fi
-extras="notebook$([ $DEV = 1 ] && echo ,dev)"
+extras=notebook
+if [ $DEV = 1 ]; then extras=notebook,dev; fi
 if [ $TORCH = cpu ]; then
   pip_quiet "torch==2.13.0" ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple}
 elif [ "$EXTRAS" = full ]; then
