@@ -229,7 +229,7 @@ def load_tokenizer(name: str = EMBEDDED):
 
 
 def load_base(name: str = EMBEDDED, dtype: torch.dtype | str | None = None, load_in_4bit: bool = False,
-              merge: list[str] | None = None, device: str | None = None):
+              merge: list[str] | None = None, device: str | None = None, attn_implementation: str | None = None):
     """The one place a model spec becomes weights: resolved once, loaded in an explicit dtype (a
     model passed by name to TRL would load in fp32), optionally NF4-quantised, with earlier stages'
     adapters merged in (a DPO or GRPO LoRA then trains on top of the SFT model, and its reference
@@ -238,6 +238,8 @@ def load_base(name: str = EMBEDDED, dtype: torch.dtype | str | None = None, load
 
     dtype = resolve_dtype(dtype, device)
     kwargs: dict = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if load_in_4bit:
         kwargs.update(quantization_config=quantization_config(dtype), device_map=quantized_device_map(device))
     source = resolve_model(name)

@@ -41,6 +41,8 @@ class _CotlabFields:
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: LoRA on an NF4-quantised base (bitsandbytes)"})
     dtype: str = field(default="auto", metadata={"help": "the weights' dtype: auto (bf16 where the hardware runs it fast), float32 or bfloat16"})
     merge: bool = field(default=False, metadata={"help": "also write the adapter merged into a full checkpoint"})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "transformers' attention kernel: None (its default, sdpa), eager, sdpa, or flash_attention_2 (pip install flash-attn)"})
     # TRL's and transformers' defaults that cotlab sets otherwise for every stage.
     seed: int = 0
     save_steps: float = 50

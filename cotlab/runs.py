@@ -275,6 +275,23 @@ def papermill_progress():
         os.environ.pop("COTLAB_TEXT_PROGRESS", None)
 
 
+PROJECT_KERNEL = "cotlab"  # what scripts/setup.sh registers for its environment
+
+
+def project_kernel() -> str:
+    """The Jupyter kernel papermill runs the lessons in: the project's own (`cotlab`, registered
+    by set-up) when it starts this very Python, so a run uses the environment that launched it;
+    else `python3`.  A `cotlab` kernel registered by another checkout's environment would run the
+    lessons with that environment's packages, so it is not used."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec(PROJECT_KERNEL).argv
+    except NoSuchKernel:
+        return "python3"
+    return PROJECT_KERNEL if argv and os.path.abspath(argv[0]) == os.path.abspath(sys.executable) else "python3"
+
+
 def first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else "(no message)"
@@ -296,6 +313,8 @@ def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], lo
 
     run_file = run_dir / "run.json"
     run = json.loads(run_file.read_text())
+    kernel = project_kernel()
+    run.setdefault("environment", {})["kernel"] = kernel
     for nb in selected:
         status = run["notebooks"].get(nb.stem, {})
         if status.get("status") == "done":
@@ -312,7 +331,7 @@ def execute_suite(run_dir: Path, plan: dict[str, dict], selected: list[Path], lo
         try:
             with papermill_progress() as progress:
                 papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=parameters, cwd=str(run_dir),
-                                           kernel_name="python3", **progress)
+                                           kernel_name=kernel, **progress)
         except papermill.PapermillExecutionError as e:  # a cell raised: its exception, not papermill's wrapper
             error = f"{e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
         except KeyboardInterrupt:

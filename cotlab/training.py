@@ -62,7 +62,8 @@ def load_training_dataset(source):
 def base_model(recipe):
     """The starting weights of a stage: the recipe's model in its dtype (4-bit under QLoRA), with
     the adapters its own adapter was trained on, and that adapter, merged in."""
-    return load_base(recipe.model, recipe.dtype, recipe.load_in_4bit, merge=adapter_chain(recipe.adapter))
+    return load_base(recipe.model, recipe.dtype, recipe.load_in_4bit, merge=adapter_chain(recipe.adapter),
+                     attn_implementation=recipe.attn_implementation)
 
 
 # Fields that may change between a run and its resumption without making its checkpoints stale:

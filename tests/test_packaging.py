@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -103,15 +104,90 @@ def setup_stamp(tmp_path, **env):
     return result.stdout.strip()
 
 
-def test_setup_reinstalls_when_the_node_or_the_choice_changes(tmp_path):
+def test_setup_stamps_the_torch_build_not_the_node(tmp_path):
+    """A login node set up with COTLAB_TORCH=cuda matches every GPU node (one set-up, not one per
+    job); a CPU machine, the GPU extras and --dev each stamp differently."""
     login = setup_stamp(tmp_path)
-    stamps = {login, setup_stamp(tmp_path, gpu=True), setup_stamp(tmp_path, COTLAB_TORCH="cuda"),
-              setup_stamp(tmp_path, COTLAB_TORCH="cuda", COTLAB_GPU_EXTRAS="full")}
-    assert len(stamps) == 4 and setup_stamp(tmp_path) == login
-    assert "torchcpu" in login and "torchcuda" in setup_stamp(tmp_path, gpu=True)
-    wrong = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--print-stamp"], capture_output=True, text=True,
-                           env={**os.environ, "COTLAB_TORCH": "rocm"}, timeout=60)
-    assert wrong.returncode == 2 and "COTLAB_TORCH must be cpu or cuda" in wrong.stderr
+    gpu_node = setup_stamp(tmp_path, gpu=True)
+    assert setup_stamp(tmp_path, COTLAB_TORCH="cuda") == gpu_node != login
+    stamps = {login, gpu_node, setup_stamp(tmp_path, COTLAB_TORCH="cuda", COTLAB_GPU_EXTRAS="full")}
+    assert len(stamps) == 3 and setup_stamp(tmp_path) == login
+    assert "torchcpu" in login and "torchcuda" in gpu_node and login.endswith("-dev0")
+    for bad, message in (({"COTLAB_TORCH": "rocm"}, "COTLAB_TORCH must be cpu or cuda"),
+                         ({"COTLAB_GPU_EXTRAS": "some"}, "COTLAB_GPU_EXTRAS must be full or unset")):
+        wrong = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--print-stamp"], capture_output=True, text=True,
+                               env={**os.environ, **bad}, timeout=60)
+        assert wrong.returncode == 2 and message in wrong.stderr
+
+
+def fake_pip_venv(tmp_path, pip_fails: bool):
+    """A VENV whose python answers set-up's checks and whose `pip install` fails or succeeds."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text("#!/bin/bash\n"
+                      'if [ "$1 $2 $3" = "-m pip install" ]; then echo "ERROR: No matching distribution found for torch"; '
+                      f"exit {1 if pip_fails else 0}; fi\n"
+                      'exec python3 "$@"\n')
+    python.chmod(0o755)
+    return venv
+
+
+def test_a_failed_setup_says_what_failed_and_writes_no_stamp(tmp_path):
+    """`pip ... || true` once hid every failure and stamped the venv, so nothing ever retried."""
+    venv = fake_pip_venv(tmp_path, pip_fails=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COTLAB_")} | {"VENV": str(venv), "COTLAB_TORCH": "cpu"}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert "No matching distribution found for torch" in result.stderr
+    assert "setup: pip could not install the CPU build of torch 2.13.0" in result.stderr
+    assert not list(venv.glob(".cotlab-setup-*"))
+
+
+def test_setup_with_and_without_dev_survives_set_e(tmp_path):
+    """`make run` (no --dev) once died silently in set-up's first lines; a --dev set-up also serves
+    a plain one, so `make test` then `make run` installs once."""
+    for flags in ([], ["--dev"]):
+        result = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), *flags, "--print-stamp"], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    venv = fake_pip_venv(tmp_path, pip_fails=True)  # any install would fail: the stamp must answer first
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COTLAB_")} | {"VENV": str(venv)}
+    dev_stamp = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--dev", "--print-stamp"], capture_output=True,
+                               text=True, env=env, timeout=60).stdout.strip()
+    open(dev_stamp, "w").close()
+    plain = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+
+
+def test_shell_scripts_pass_shellcheck():
+    scripts = [REPO / "scripts" / "setup.sh", REPO / "scripts" / "cotlab.sbatch", REPO / ".ci" / "run"]
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    result = subprocess.run([shellcheck, "--severity=info", *map(str, scripts)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_a_cpu_machine_got_the_cpu_build_of_torch():
+    import torch
+
+    assert torch.version.cuda is None, f"torch {torch.__version__} is a CUDA build on a machine without a GPU"
+
+
+def test_ci_sets_up_as_make_run_does_then_runs_make_test():
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    make_run = re.search(r"^run:\n\t(.*)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    setup = make_run.split("&&")[0].strip()
+    assert setup == "bash scripts/setup.sh" and ci.index(setup) < ci.index("make test") == len(ci) - 1
+
+
+def test_run_outputs_are_git_ignored(tmp_path):
+    """What runs and the README's examples write inside a checkout must not make run.json's commit '+dirty'."""
+    written = ["runs/x/run.json", "outputs/sft_cpu/final/adapter_config.json", "data/cs/gold.jsonl", "reports/x/report.md",
+               "logs/cotlab-1.log", "models/grpo/config.json", ".venv.setup-lock"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=REPO, capture_output=True, text=True)
+    assert sorted(result.stdout.split()) == sorted(written)
+    assert subprocess.run(["git", "check-ignore", "-q", "--no-index", "logs/.gitkeep"], cwd=REPO).returncode == 1
 
 
 def test_sbatch_template_is_requeue_safe():
@@ -120,8 +196,35 @@ def test_sbatch_template_is_requeue_safe():
     assert "--requeue" in directives and "--gres=gpu:1" in directives
     assert re.search(r"^export HF_HOME=.*SCRATCH", text, re.M)
     # the run directory depends on the job, not the attempt: a requeue resumes the same run
-    assert re.search(r'cotlab run --profile "\$PROFILE" --out "\$OUT"', text) and "SLURM_JOB_ID" in text
-    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "cotlab.sbatch")]).returncode == 0
+    assert re.search(r'cotlab" run --profile "\$PROFILE" --out "\$OUT"', text) and "SLURM_JOB_ID" in text
+    # Slurm opens the log before the job runs: its folder must already be in the checkout
+    log = next(d for d in directives if d.startswith("--output="))
+    assert (REPO / Path(log.split("=", 1)[1]).parent / ".gitkeep").is_file()
+
+
+def test_the_sbatch_job_runs_and_a_requeue_resumes(tmp_path):
+    """The job script's body under a fake Slurm environment, smoke profile, twice with the same job
+    id (a requeue): the second run continues the first's run directory."""
+    stamp = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--print-stamp"], capture_output=True, text=True,
+                           env={**os.environ, "VENV": sys.prefix}, timeout=60).stdout.strip()
+    if not (Path(stamp).is_file() or Path(stamp.removesuffix("-dev0") + "-dev1").is_file()):
+        pytest.skip(f"{sys.prefix} was not set up by scripts/setup.sh at this commit (the job would install into it)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.pop("COTLAB_TORCH", None)
+    env.update(SLURM_JOB_ID="4242", SLURM_JOB_NAME="cotlab", SLURM_SUBMIT_DIR=str(REPO), SLURM_RESTART_COUNT="0",
+               SCRATCH=str(tmp_path / "scratch"), HF_HOME=os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface")),
+               COTLAB_CACHE=os.environ.get("COTLAB_CACHE", str(Path.home() / ".cache" / "cotlab")),
+               COTLAB_OUT=str(tmp_path / "run"), VENV=sys.prefix)
+    job = ["bash", str(REPO / "scripts" / "cotlab.sbatch"), "smoke", "--only", "00", "-p", "n_eval=2"]
+    first = subprocess.run(job, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert first.stdout.startswith("cotlab: job 4242 (restart 0)") and "00_baselines_and_prompting: done in" in first.stdout
+    env["SLURM_RESTART_COUNT"] = "1"
+    again = subprocess.run(job, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" in again.stdout and "done earlier, skipped" in again.stdout
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["notebooks"]["00_baselines_and_prompting"]["status"] == "done" and run["environment"]["kernel"] == "cotlab"
 
 
 def finished_run(out, only=("00",), **overrides):
