@@ -275,21 +275,27 @@ def papermill_progress():
         os.environ.pop("COTLAB_TEXT_PROGRESS", None)
 
 
-PROJECT_KERNEL = "cotlab"  # what scripts/setup.sh registers for its environment
+PROJECT_KERNEL = "cotlab"  # what scripts/setup.sh registers inside its environment (--sys-prefix)
 
 
 def project_kernel() -> str:
-    """The Jupyter kernel papermill runs the lessons in: the project's own (`cotlab`, registered
-    by set-up) when it starts this very Python, so a run uses the environment that launched it;
-    else `python3`.  A `cotlab` kernel registered by another checkout's environment would run the
-    lessons with that environment's packages, so it is not used."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
+    """The Jupyter kernel papermill runs the lessons in: the project's own (`cotlab`, which set-up
+    registers inside the environment) when it starts this very Python, else `python3`.  Jupyter
+    looks in the user's folder before the environment's, where a `cotlab` kernel of another
+    checkout would start another environment's Python; so the environment's kernel folder is put
+    first on JUPYTER_PATH for this process and the kernels it starts."""
+    folder = Path(sys.prefix) / "share" / "jupyter"
+    spec = folder / "kernels" / PROJECT_KERNEL / "kernel.json"
     try:
-        argv = KernelSpecManager().get_kernel_spec(PROJECT_KERNEL).argv
-    except NoSuchKernel:
+        argv = json.loads(spec.read_text())["argv"]
+    except (OSError, ValueError, KeyError):
         return "python3"
-    return PROJECT_KERNEL if argv and os.path.abspath(argv[0]) == os.path.abspath(sys.executable) else "python3"
+    if not argv or os.path.abspath(argv[0]) != os.path.abspath(sys.executable):
+        return "python3"
+    paths = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
+    if str(folder) not in paths:
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([str(folder), *filter(None, paths)])
+    return PROJECT_KERNEL
 
 
 def first_line(error: BaseException) -> str:

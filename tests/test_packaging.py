@@ -292,3 +292,21 @@ def test_an_installed_cotlab_runs_from_any_folder(tmp_path):
     assert "Passed unknown parameter" not in result.stdout  # papermill misreads task specs; we check ourselves
     version = subprocess.run([str(target / "bin" / "cotlab"), "--version"], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert version.stdout.strip().startswith("cotlab ")
+
+
+def test_runs_use_the_kernel_of_their_own_environment(tmp_path, monkeypatch):
+    """papermill starts the `cotlab` kernel set-up registered inside this environment, and never a
+    `cotlab` kernel that starts another environment's Python (another checkout's)."""
+    from cotlab.runs import project_kernel
+
+    spec = tmp_path / "share" / "jupyter" / "kernels" / "cotlab" / "kernel.json"
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("JUPYTER_PATH", "/elsewhere")
+    assert project_kernel() == "python3"  # none registered here
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"argv": ["/other/venv/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]}))
+    assert project_kernel() == "python3"  # another environment's kernel
+    spec.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]}))
+    assert project_kernel() == "cotlab"
+    assert os.environ["JUPYTER_PATH"].split(os.pathsep) == [str(tmp_path / "share" / "jupyter"), "/elsewhere"]
