@@ -21,12 +21,9 @@ right after such an expression never starts one, so they are never flagged eithe
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-
-from cotlab import CotlabError
 
 # A number as chains write them: -28, 3.5, 1,200, $12, -$4.50 (and the typographic minus −).
 _NUMBER = re.compile(r"[-−]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
@@ -53,18 +50,18 @@ class Step:
     @property
     def value(self) -> Fraction | None:
         """What the left side really is (normal precedence), or None for a division by zero."""
-        return _evaluate(self.operands, self.operators)
+        return evaluate_expression(self.operands, self.operators)
 
     @property
     def is_right(self) -> bool:
         return self.value == self.result
 
 
-def _to_fraction(text: str) -> Fraction:
+def to_fraction(text: str) -> Fraction:
     return Fraction(text.replace("$", "").replace(",", "").replace("−", "-"))
 
 
-def _evaluate(operands, operators) -> Fraction | None:
+def evaluate_expression(operands, operators) -> Fraction | None:
     terms, signs = [operands[0]], []
     for operator, operand in zip(operators, operands[1:]):
         if operator in "+-":
@@ -94,7 +91,7 @@ def _step_at(chain: str, first: re.Match) -> Step | None:
     if result is None or _FRACTION_AFTER.match(chain, result.end()):
         return None
     spans.append(result.span())
-    values = tuple(_to_fraction(chain[a:b]) for a, b in spans)
+    values = tuple(to_fraction(chain[a:b]) for a, b in spans)
     return Step(chain[first.start():result.end()], first.start(), result.end(), values[:-1], tuple(operators),
                 values[-1], tuple(spans))
 
@@ -125,7 +122,7 @@ def chain_is_right(chain: str, answer: str) -> bool:
     the gold answer (numerically: '1,200' and '1200.0' are the same)."""
     steps = arithmetic_steps(chain)
     try:
-        gold = _to_fraction(answer.strip().rstrip("."))
+        gold = to_fraction(answer.strip().rstrip("."))
     except ValueError:
         return False
     return bool(steps) and all(step.is_right for step in steps) and steps[-1].result == gold
@@ -149,121 +146,31 @@ def prune_to_calculations(rationale: str) -> str:
 # Edits for "structure, not content" -----------------------------------------------------------------
 
 
-def _format_like(value: Fraction, like: str) -> str:
-    """`value` written the way `like` is: same decimals, thousands commas, '$' and minus sign."""
-    decimals = len(like.partition(".")[2])
-    digits = str(round(abs(value) * 10**decimals))
-    if decimals:
-        digits = digits.rjust(decimals + 1, "0")
-        digits = digits[:-decimals] + "." + digits[-decimals:]
-    if "," in like:
-        whole, dot, fraction = digits.partition(".")
-        digits = f"{int(whole):,}" + dot + fraction
-    minus = ("−" if "−" in like else "-") if value < 0 else ""
-    return minus + ("$" if "$" in like else "") + digits
 
 
-def _nudged(value: Fraction, like: str, rng: random.Random, avoid: Fraction | None = None) -> str:
-    """`value` moved by one to three units of its last written digit, never onto `avoid`."""
-    unit = Fraction(1, 10 ** len(like.partition(".")[2]))
-    return _format_like(value + rng.choice([k for k in (-3, -2, -1, 1, 2, 3) if value + k * unit != avoid]) * unit, like)
 
 
-def _replace_spans(chain: str, replacements: dict[tuple[int, int], str]) -> str:
-    for (start, end), text in sorted(replacements.items(), reverse=True):
-        chain = chain[:start] + text + chain[end:]
-    return chain
 
 
-def unchanged(chain: str, rng: random.Random | None = None) -> str:
-    """The gold chain itself (the control every edit is compared with)."""
-    return chain
 
 
-def wrong_numbers(chain: str, rng: random.Random) -> str:
-    """Right form, wrong content: every intermediate result is moved by a small non-zero amount
-    (so that its step is wrong) and the later operands that repeat it follow, so the chain still
-    reads as a running computation; the last result (the final answer) stays.  A one-step chain gets a wrong operand
-    instead.  `check_steps` flags every output, but for a lone step that no single operand
-    changes (0 × 0 = 0), which comes back unchanged."""
-    steps = arithmetic_steps(chain)
-    if not steps:
-        raise CotlabError("wrong_numbers needs a chain with at least one arithmetic step 'a op b = r'")
-    if len(steps) == 1:
-        for a, b in steps[0].number_spans[:-1]:  # the first operand whose change makes the step wrong (not 0 × 5)
-            edited = _replace_spans(chain, {(a, b): _nudged(_to_fraction(chain[a:b]), chain[a:b], rng)})
-            if check_steps(edited):
-                return edited
-    replacements, moved = {}, {}  # moved: an original intermediate result -> its new text
-    for i, step in enumerate(steps):
-        for span, operand in zip(step.number_spans, step.operands):
-            if operand in moved:
-                replacements.setdefault(span, moved[operand])
-        if i < len(steps) - 1:  # a new result that the (possibly moved) operands do not give: every such step is wrong
-            operands = [_to_fraction(replacements.get((a, b), chain[a:b])) for a, b in step.number_spans[:-1]]
-            a, b = step.number_spans[-1]
-            moved[step.result] = replacements[(a, b)] = _nudged(step.result, chain[a:b], rng,
-                                                                 avoid=_evaluate(operands, step.operators))
-    return _replace_spans(chain, replacements)
 
 
-def _lines(chain: str) -> list[str]:
-    return [line for line in chain.splitlines() if line.strip()]
 
 
-def shuffled_steps(chain: str, rng: random.Random) -> str:
-    """The same (non-blank) lines in another order; always another order when at least two of
-    them differ."""
-    lines = _lines(chain)
-    shuffled = lines[:]
-    rng.shuffle(shuffled)
-    if shuffled == lines:
-        shuffled = shuffled[1:] + shuffled[:1]  # a rotation equals the original only if all lines are equal
-    return "\n".join(shuffled)
 
 
-def deleted_steps(chain: str, rng: random.Random, fraction: float = 0.5) -> str:
-    """The chain with round(fraction × lines) of its (non-blank) lines dropped at random, order
-    kept; the last line, which reaches the answer, always stays."""
-    if not 0 <= fraction <= 1:
-        raise CotlabError(f"fraction must be in [0, 1], got {fraction}")
-    lines = _lines(chain)
-    dropped = set(rng.sample(range(len(lines) - 1), min(round(fraction * len(lines)), max(len(lines) - 1, 0))))
-    return "\n".join(line for i, line in enumerate(lines) if i not in dropped)
 
 
-def answer_only(chain: str, rng: random.Random | None = None) -> str:
-    """No chain at all: the answer-only control."""
-    return ""
 
 
-# edit(chain, rng) -> chain, one matched SFT dataset per entry.
-CHAIN_EDITS = {"gold": unchanged, "wrong_numbers": wrong_numbers, "shuffled": shuffled_steps,
-               "deleted": deleted_steps, "answer_only": answer_only}
 
 
 # Paraphrase ---------------------------------------------------------------------------------------
 
-_WORDS = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
 
-
-def _number_words(text: str) -> str:
-    """A number as a word can carry it: 'negative 4', never a '-' that could read as 'minus'."""
-    return "negative " + text[1:] if text[0] in "-−" else text
-
-
-def paraphrase_steps(chain: str) -> tuple[str, bool]:
-    """Every whole step in words ('3 + 5 - 2 = 6' -> '3 plus 5 minus 2 makes 6'), the text around
-    the steps kept, and whether anything changed.  Rule-based, so the numbers provably stay."""
-    replacements, previous_end = {}, 0
-    for step in arithmetic_steps(chain):
-        numbers = [_number_words(chain[a:b]) for a, b in step.number_spans]
-        words = [numbers[0]] + [w for op, n in zip(step.operators, numbers[1:-1]) for w in (_WORDS[op], n)]
-        words += ["makes", numbers[-1]]
-        if step.start < previous_end:  # chained on the previous step's result: reword only what follows it
-            replacements[(previous_end, step.end)] = " " + " ".join(words[1:])
-        else:
-            replacements[(step.start, step.end)] = " ".join(words)
-        previous_end = step.end
-    paraphrase = _replace_spans(chain, replacements)
-    return paraphrase, paraphrase != chain
+def replace_spans(chain: str, replacements: dict[tuple[int, int], str]) -> str:
+    """The chain with each (start, end) span replaced by its text."""
+    for (start, end), text in sorted(replacements.items(), reverse=True):
+        chain = chain[:start] + text + chain[end:]
+    return chain

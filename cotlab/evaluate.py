@@ -13,6 +13,7 @@ from cotlab.generate import GenerationStats, SamplingConfig, generate
 from cotlab.io import atomic_write_json, read_jsonl, set_aside, write_jsonl
 from cotlab.models import load_model, trained_in_4bit, weights_digest, weights_dtype
 from cotlab.prompts import build_messages, render_prompt
+from cotlab.stats import wilson_interval
 from cotlab.verify import format_ok, grade, is_correct
 
 
@@ -39,19 +40,6 @@ def binomial_stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n else 0.0
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float]:
-    """The Wilson score interval for k successes in n trials (95% at z=1.96).  Unlike p ± z·stderr
-    it stays inside [0, 1] and is not zero-width at 0% or 100%, which matters for the small
-    held-out sets a lesson can afford (Brown, Cai & DasGupta, *Interval Estimation for a Binomial
-    Proportion*)."""
-    if n <= 0:
-        raise ValueError(f"an interval needs at least one trial, got n={n}")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
-
-
 def accuracy_summary(rows: list[dict]) -> dict:
     """Strict `accuracy` (an answer the completion committed to) beside `accuracy_lenient` (also
     crediting the last number of an untagged or cut-off completion), with its standard error and
@@ -60,7 +48,7 @@ def accuracy_summary(rows: list[dict]) -> dict:
     right = sum(bool(r["correct"]) for r in rows)
     accuracy = right / n
     return {"n": n, "accuracy": accuracy, "accuracy_lenient": sum(bool(r["correct_lenient"]) for r in rows) / n,
-            "accuracy_stderr": binomial_stderr(accuracy, n), "interval": wilson_interval(right, n)}
+            "accuracy_stderr": binomial_stderr(accuracy, n), "interval": list(wilson_interval(right, n))}
 
 
 @dataclass

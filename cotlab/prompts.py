@@ -107,3 +107,17 @@ def sft_example(question: str, rationale: str, answer: str, **extra) -> dict:
         "completion": [{"role": "assistant", "content": think_completion(rationale, answer)}],
         **extra,
     }
+
+
+# A chain written for the model: its turn begun with a given chain, then (forced) the answer tag.
+FORCE_ANSWER = "\n</think>\n<answer>"
+
+
+def chain_prompts(tokenizer, questions: list[str], chains: list[str], suffix: str = "") -> list[str]:
+    """The think-format prompt with the assistant's turn already begun by the given chain."""
+    return [render_prompt(tokenizer, build_messages(q, "think")) + "<think>\n" + c + suffix for q, c in zip(questions, chains)]
+
+
+def forced_answer_prompts(tokenizer, questions: list[str], chains: list[str]) -> list[str]:
+    """Prompt text that ends inside the answer tag, after the given (edited) chain."""
+    return chain_prompts(tokenizer, questions, chains, FORCE_ANSWER)

@@ -283,3 +283,54 @@ def eval_set_hash(ids: list[str]) -> str:
     if not ids:
         raise CotlabError("eval_set_hash needs at least one question id")
     return hashlib.sha1("\n".join(sorted({str(i) for i in ids})).encode()).hexdigest()[:12]
+
+
+def paper_claim_sentence(comparison: dict, paper: str, claim: str, alpha: float = 0.05) -> str:
+    """A paper's claim (stage A beats stage B) against this run's paired test: agreed, not
+    reproduced at this scale and budget, or pointing the other way."""
+    verdict, winner = paired_verdict(comparison, alpha), paired_winner(comparison, alpha)
+    if winner:
+        return f"*{paper}* reports {claim}; this run {'agrees' if winner == 'a' else 'points the other way'}: {verdict}."
+    return f"*{paper}* reports {claim}; this run does not reproduce it at this scale and budget: {verdict}."
+
+
+def paired_winner(comparison: dict, alpha: float = 0.05) -> str | None:
+    """'a' or 'b' when the exact McNemar test separates two stages at `alpha`, else None."""
+    if comparison["p_value"] >= alpha or comparison["wins"] == comparison["losses"]:
+        return None
+    return "a" if comparison["wins"] > comparison["losses"] else "b"
+
+
+def _block_means(values: list[float], blocks: int) -> list[float]:
+    size = len(values) // blocks
+    return [sum(values[i * size : (i + 1) * size]) / size for i in range(blocks)]
+
+
+def trend_verdict(values: list[float], name: str = "entropy", confidence: float = 0.95, blocks: int = 3) -> str:
+    """Did a logged metric rise or fall over training?  Successive logged steps are positively
+    autocorrelated (each step starts from the last one's weights and the metric drifts smoothly),
+    so a t interval over single steps is too narrow: it would find trends in noise.  Each half of
+    the logged steps is cut into `blocks` blocks of consecutive steps (at least 2 steps each) and
+    the t interval is taken over the block means, a batch-means estimate (Schmeiser 1982,
+    *Batch Size Effects in the Analysis of Simulation Output*); a direction is named only when the
+    first half's interval and the last half's do not overlap.  Block means weaken the dependence,
+    they do not remove it, so this is a rough check, not a calibrated test: it is not claimed to be
+    conservative.  Too few logged steps for blocks: the half means only, described, with no test."""
+    half = len(values) // 2
+    if half < 2:
+        return f"{name}: {len(values)} logged step(s), too few to tell a trend"
+    if half // blocks < 2:
+        first, last = sum(values[:half]) / half, sum(values[-half:]) / half
+        return (f"{name}: mean {first:.3g} over the first {half} logged steps and {last:.3g} over the last {half}; "
+                f"descriptive only (no test: {len(values)} logged steps are too few for {blocks} blocks of 2 or more per half, "
+                "and single steps are not independent)")
+    first, last = (across_seeds(_block_means(part, blocks), confidence) for part in (values[:half], values[-half:]))
+    (a_low, a_high), (b_low, b_high) = first["interval"], last["interval"]
+    evidence = (f"mean {first['mean']:.3g} over the first {half} logged steps ({confidence:.0%} t interval over {blocks} block "
+                f"means {a_low:.3g} to {a_high:.3g}) and {last['mean']:.3g} over the last {half} ({b_low:.3g} to {b_high:.3g}); "
+                "a rough check, successive steps are not independent")
+    if b_high < a_low:
+        return f"{name} fell during training: {evidence}"
+    if b_low > a_high:
+        return f"{name} rose during training: {evidence}"
+    return f"{name}: no trend detected beyond step-to-step noise ({evidence})"

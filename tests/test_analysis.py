@@ -6,13 +6,19 @@ import pytest
 import torch
 
 from cotlab import CotlabError
-from cotlab.analysis import (accuracy_by_length, before_final_result, chain_effect_verdict, cut_before_final_results, corrupt_step, cot_scale_sentence, early_answering,
-                             faithfulness_probes, filler_chain, forgetting, gold_answer_logprob, halves, length_verdict,
-                             logprob_change_verdict, lora_delta_norms, majority_rows, margin_sentence, model_answerer,
-                             norms_by, own_chains, paper_claim_sentence, probe_chain_sets, self_teaching_sentence, parameter_phrase, probe_sentence, recipe_match,
-                             sampling_vs_training_sentence, scaling_curve, scaling_sentence, score_points,
-                             squeezing_sentence, star_sentence, think_part, training_points, truncate_chain,
-                             update_comparison)
+from cotlab.budget import recipe_match
+from cotlab.lessons.changes import (forgetting, gold_answer_logprob, logprob_change_verdict, lora_delta_norms, norms_by,
+                                    score_points, training_points, update_comparison)
+from cotlab.lessons.distillation import self_teaching_sentence, star_sentence
+from cotlab.lessons.dpo import margin_sentence, squeezing_sentence
+from cotlab.lessons.faithfulness import (accuracy_by_length, before_final_result, chain_effect_verdict, corrupt_step,
+                                         cut_before_final_results, early_answering, faithfulness_probes, filler_chain,
+                                         length_verdict, model_answerer, own_chains, probe_chain_sets, probe_sentence,
+                                         think_part, truncate_chain)
+from cotlab.lessons.prompting import cot_scale_sentence, parameter_phrase
+from cotlab.lessons.scaling import majority_rows, sampling_vs_training_sentence, scaling_curve, scaling_sentence
+from cotlab.logs import halves
+from cotlab.stats import paper_claim_sentence
 from cotlab.stats import compare_paired
 from cotlab.data import Record
 
@@ -243,10 +249,10 @@ def test_lesson_sentences_follow_the_numbers():
 
 
 def test_dpo_sentences_read_the_log_history():
-    squeezed = [{"logps/chosen": -10 - s, "logps/rejected": -10 - 2 * s, "rewards/margins": 0.1 * s} for s in range(4)]
+    squeezed = [{"logps/chosen": -10 - s, "logps/rejected": -10 - 2 * s, "rewards/margins": 0.1 * s, "step": s + 1} for s in range(4)]
     assert halves(squeezed, "logps/chosen") == (pytest.approx(-10.5), pytest.approx(-12.5))
     assert "squeezing effect" in squeezing_sentence(squeezed) and "descriptive, no test" in squeezing_sentence(squeezed)
-    apart = [{"logps/chosen": -10 + s, "logps/rejected": -10 - s} for s in range(4)]
+    apart = [{"logps/chosen": -10 + s, "logps/rejected": -10 - s, "step": s + 1} for s in range(4)]
     assert "moved apart, no sign of squeezing" in squeezing_sentence(apart) and "no test" in squeezing_sentence(apart)
     assert "too few times" in squeezing_sentence(squeezed[:1]) and "no test" not in squeezing_sentence(squeezed[:1])
     widened = margin_sentence(squeezed, pairs=4, gold_chosen=0)

@@ -8,8 +8,9 @@ from fractions import Fraction
 import pytest
 
 from cotlab import CotlabError
-from cotlab.chains import (CHAIN_EDITS, answer_only, arithmetic_steps, chain_is_right, check_steps, deleted_steps,
-                           paraphrase_steps, prune_to_calculations, shuffled_steps, wrong_numbers)
+from cotlab.chains import arithmetic_steps, chain_is_right, check_steps, prune_to_calculations
+from cotlab.lessons.chain_forms import answer_only, CHAIN_EDITS, deleted_steps, shuffled_steps, wrong_numbers
+from cotlab.lessons.faithfulness import paraphrase_steps
 from cotlab.data import load_records
 from cotlab.distill import mix_long_short
 

@@ -6,8 +6,10 @@ import math
 import pytest
 
 from cotlab import CotlabError
-from cotlab.coverage import (coverage, curve_crossing, expansion_verdict, k_grid, logged, paired_at_k, pass_at_k_curve,
-                             pass_at_k_figure, sample_counts, trend_verdict)
+from cotlab.lessons.rl_expansion import (coverage, curve_crossing, expansion_verdict, k_grid, paired_at_k, pass_at_k_curve,
+                                         pass_at_k_figure, sample_counts)
+from cotlab.logs import logged
+from cotlab.stats import trend_verdict
 
 
 def sampled(counts: list[int], n: int = 8, prefix: str = "q") -> list[dict]:

@@ -1,16 +1,18 @@
 """Matched comparisons: which GRPO objectives coincide, budget checks, seed-level verdicts, and the
 chain-form datasets of notebook 10 (same questions and answers, only the chain changed)."""
 
-import json
 
 import pytest
 
 from cotlab import CotlabError
 from cotlab.chains import check_steps
-from cotlab.matched import (CHAIN_FORMS, OBJECTIVES, chain_datasets, changed_fraction, check_matched, matched_budget,
-                            mean_logged, objective_figure, objective_settings, pooled_paired, same_updates,
-                            seed_difference_verdict, sft_start, structure_verdict, token_ratio_sentence, trained_once,
-                            with_checks)
+from cotlab.budget import matched_budget
+from cotlab.lesson import sft_start
+from cotlab.lessons.chain_forms import (chain_datasets, CHAIN_FORMS, changed_fraction, check_matched, structure_verdict,
+                                        token_ratio_sentence, with_checks)
+from cotlab.lessons.objectives import (objective_figure, objective_settings, OBJECTIVES, pooled_paired, same_updates,
+                                       seed_difference_verdict)
+from cotlab.logs import mean_logged
 from cotlab.prompts import think_completion
 from cotlab.stats import across_seeds, compare_paired, with_holm
 
@@ -143,17 +145,6 @@ def test_sft_start_prefers_the_runs_adapter_then_trains_or_reads_back_its_fallba
     assert again == adapter and "earlier" in said
     sft_start(FakeRun(), "tiny-random", "rg:chain_sum", tmp_path / "sft", 1, n_train=8, data_seed=1)  # other rows
     assert (tmp_path / "sft.earlier-1" / "final" / "adapter_config.json").is_file()
-
-
-def test_trained_once_leaves_reuse_to_the_training_function(tmp_path):
-    """A metrics.json alone (a run of another recipe or data, say) is no reason to skip training."""
-    class Recipe:
-        output_dir = str(tmp_path)
-
-    calls = []
-    train = lambda recipe, data: calls.append(data) or {"output": "new"}  # noqa: E731
-    (tmp_path / "metrics.json").write_text(json.dumps({"output": "old"}))
-    assert trained_once(train, Recipe, [2]) == {"output": "new"} and calls == [[2]]
 
 
 # Chain forms --------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ class ScriptedTeacher:
 
 
 def test_teacher_chain_rows_keep_every_chain_and_count_the_right_ones(records):
-    from cotlab.onpolicy import teacher_chain_rows
+    from cotlab.lessons.onpolicy import teacher_chain_rows
 
     right = think_completion("step", records[0].answer)
     wrong = think_completion("step", str(int(records[1].answer) + 1))
@@ -131,7 +131,7 @@ def test_teacher_chain_rows_keep_every_chain_and_count_the_right_ones(records):
 
 
 def test_same_budget_names_what_differs():
-    from cotlab.onpolicy import same_budget
+    from cotlab.lessons.onpolicy import same_budget
 
     common = dict(model="tiny-random", max_steps=4, learning_rate=1e-3, per_device_train_batch_size=8, seed=1, output_dir="x")
     shared = same_budget(SFTRecipe(**common), DistillRecipe(teacher="tiny-random", **{**common, "output_dir": "y"}))
@@ -145,7 +145,7 @@ def _rows(right: list[int], n: int = 40) -> list[dict]:
 
 
 def test_distillation_verdicts_follow_the_tests():
-    from cotlab.onpolicy import distillation_comparisons, distillation_verdicts
+    from cotlab.lessons.onpolicy import distillation_comparisons, distillation_verdicts
 
     rows = {"base": _rows([]), "teacher": _rows(range(30)), "sft_on_teacher": _rows(range(10)), "on_policy": _rows(range(25))}
     comparisons = distillation_comparisons(rows)
@@ -165,14 +165,14 @@ def test_distillation_verdicts_follow_the_tests():
 
 
 def test_divergence_name_follows_trls_beta():
-    from cotlab.onpolicy import divergence_name
+    from cotlab.lessons.onpolicy import divergence_name
 
     assert [divergence_name(b) for b in (1.0, 0, 0.5, 0.25)] == ["reverse KL", "forward KL", "JSD", "generalised JSD (beta 0.25)"]
 
 
 def test_choose_teacher(tmp_path):
     from cotlab.layout import Run
-    from cotlab.onpolicy import choose_teacher
+    from cotlab.lessons.onpolicy import choose_teacher
 
     run = Run(tmp_path / "run")
     assert choose_teacher(run, "Qwen/Qwen2.5-1.5B-Instruct", None, "Qwen/Qwen2.5-0.5B-Instruct", CHAIN_SUM, tmp_path, 1) == \

@@ -24,9 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cotlab import CotlabError
-from cotlab.analysis import paper_claim_sentence
 from cotlab.prompts import build_messages
-from cotlab.stats import compare_paired, paired_verdict, with_holm
+from cotlab.stats import compare_paired, paired_verdict, paper_claim_sentence, with_holm
 from cotlab.verify import grade
 
 PAPER = "On-Policy Distillation of Language Models: Learning from Self-Generated Mistakes"
@@ -54,7 +53,7 @@ def choose_teacher(run, teacher: str, teacher_adapter: str | None, model: str, t
         return teacher, teacher_adapter, teacher + (f" with the adapter {teacher_adapter}" if teacher_adapter else "")
     if teacher_adapter:
         raise CotlabError("teacher 'sft' is this run's SFT model: leave teacher_adapter unset, or name the teacher's model")
-    from cotlab.matched import sft_start
+    from cotlab.lesson import sft_start
 
     adapter, said = sft_start(run, model, task, folder, fallback_steps, data_seed=data_seed, seed=seed)
     return model, adapter, f"{model} with {said}"

@@ -19,9 +19,7 @@ import math
 
 from cotlab import CotlabError
 from cotlab.evaluate import pass_at_k
-from cotlab.stats import across_seeds, mcnemar_exact
-
-# Per question ------------------------------------------------------------------------------------
+from cotlab.stats import mcnemar_exact
 
 
 def sample_counts(rows: list[dict]) -> dict[str, tuple[int, int]]:
@@ -55,9 +53,6 @@ def coverage(rows: list[dict]) -> tuple[int, int]:
     """(questions solved by at least one sample, questions): the reach of a stage at k = n."""
     counts = sample_counts(rows)
     return sum(c > 0 for _, c in counts.values()), len(counts)
-
-
-# Two stages on the same questions ----------------------------------------------------------------
 
 
 def paired_at_k(a_rows: list[dict], b_rows: list[dict], k: int, a: str = "grpo", b: str = "base") -> dict:
@@ -130,53 +125,6 @@ def expansion_verdict(first: dict, last: dict, crossing: dict | None, alpha: flo
     where = (f"the mean curves cross between k={crossing['after']} and k={crossing['before']}" if crossing
              else f"the mean curves do not cross for k up to {big_k}")
     return f"{claim} ({_evidence(first)}; {_evidence(last)}); {where}."
-
-
-# The policy's entropy -----------------------------------------------------------------------------
-
-
-def logged(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one metric a Trainer logged (e.g. GRPO's `entropy`), in step order."""
-    points = [(e["step"], float(e[key])) for e in log_history if key in e and "step" in e]
-    return [s for s, _ in points], [v for _, v in points]
-
-
-def _block_means(values: list[float], blocks: int) -> list[float]:
-    size = len(values) // blocks
-    return [sum(values[i * size : (i + 1) * size]) / size for i in range(blocks)]
-
-
-def trend_verdict(values: list[float], name: str = "entropy", confidence: float = 0.95, blocks: int = 3) -> str:
-    """Did a logged metric rise or fall over training?  Successive logged steps are positively
-    autocorrelated (each step starts from the last one's weights and the metric drifts smoothly),
-    so a t interval over single steps is too narrow: it would find trends in noise.  Each half of
-    the logged steps is cut into `blocks` blocks of consecutive steps (at least 2 steps each) and
-    the t interval is taken over the block means, a batch-means estimate (Schmeiser 1982,
-    *Batch Size Effects in the Analysis of Simulation Output*); a direction is named only when the
-    first half's interval and the last half's do not overlap.  Block means weaken the dependence,
-    they do not remove it, so this is a rough check, not a calibrated test: it is not claimed to be
-    conservative.  Too few logged steps for blocks: the half means only, described, with no test."""
-    half = len(values) // 2
-    if half < 2:
-        return f"{name}: {len(values)} logged step(s), too few to tell a trend"
-    if half // blocks < 2:
-        first, last = sum(values[:half]) / half, sum(values[-half:]) / half
-        return (f"{name}: mean {first:.3g} over the first {half} logged steps and {last:.3g} over the last {half}; "
-                f"descriptive only (no test: {len(values)} logged steps are too few for {blocks} blocks of 2 or more per half, "
-                "and single steps are not independent)")
-    first, last = (across_seeds(_block_means(part, blocks), confidence) for part in (values[:half], values[-half:]))
-    (a_low, a_high), (b_low, b_high) = first["interval"], last["interval"]
-    evidence = (f"mean {first['mean']:.3g} over the first {half} logged steps ({confidence:.0%} t interval over {blocks} block "
-                f"means {a_low:.3g} to {a_high:.3g}) and {last['mean']:.3g} over the last {half} ({b_low:.3g} to {b_high:.3g}); "
-                "a rough check, successive steps are not independent")
-    if b_high < a_low:
-        return f"{name} fell during training: {evidence}"
-    if b_low > a_high:
-        return f"{name} rose during training: {evidence}"
-    return f"{name}: no trend detected beyond step-to-step noise ({evidence})"
-
-
-# Figure -------------------------------------------------------------------------------------------
 
 
 def pass_at_k_figure(ks: list[int], curves: dict[str, list[float]], path=None, title: str = "pass@k by stage"):
