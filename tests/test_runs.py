@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -250,3 +252,16 @@ def test_environment_records_what_dtype_auto_picks_here():
     from cotlab.runs import environment_info
 
     assert environment_info()["dtype_auto"] == str(resolve_dtype("auto")).removeprefix("torch.")
+
+
+def test_compare_evaluations_finds_a_changed_completion(tmp_path):
+    """scripts/compare_evaluations.py, the check behind "behaviour unchanged" claims."""
+    script = REPO / "scripts" / "compare_evaluations.py"
+    for name, text in (("a", "4 + 5 = 9"), ("b", "4 + 5 = 9"), ("c", "4 + 5 = 10")):
+        folder = tmp_path / name / "02_sft" / "eval_sft"
+        folder.mkdir(parents=True)
+        (folder / "predictions.jsonl").write_text(json.dumps({"id": "q1", "completion": text}) + "\n")
+    same = subprocess.run([sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True)
+    assert same.returncode == 0 and "identical: 1, different or missing: 0" in same.stdout
+    changed = subprocess.run([sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "c")], capture_output=True, text=True)
+    assert changed.returncode == 1 and "DIFFERENT: 02_sft/eval_sft/predictions.jsonl (1 of 1 rows differ)" in changed.stdout
