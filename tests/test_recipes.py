@@ -6,9 +6,10 @@ from cotlab.recipes import (BOOKKEEPING_FIELDS, DISTILLATION_BUDGET_FIELDS, METH
 
 
 def test_the_old_names_are_the_lists_in_recipes():
-    from cotlab import budget
+    from cotlab import budget, training
     from cotlab.lessons import onpolicy
 
+    assert training.RESUMABLE_CHANGES is BOOKKEEPING_FIELDS and training.SCHEDULE is SCHEDULE_FIELDS
     assert BOOKKEEPING_FIELDS == {"output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "save_steps",
                                   "save_total_limit", "push_to_hub", "hub_model_id", "eval_every"}
     assert SCHEDULE_FIELDS == ("max_steps", "num_train_epochs")
