@@ -268,6 +268,39 @@ def check_vllm_layout(recipe, world_size: int) -> None:
 RECIPES = {"sft": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe, "onpolicy": DistillRecipe}
 
 
+# Which recipe fields matter, and for what: the one place every list of them lives.  Training's
+# reuse and resumption (cotlab.training) and the lessons' matched comparisons read these.
+
+# Where and how often a run logs and saves: they may differ between a run and its resumption (or
+# its re-run) without changing what is trained, so they are outside its fingerprint.
+BOOKKEEPING_FIELDS = frozenset({"output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "save_steps",
+                                "save_total_limit", "push_to_hub", "hub_model_id", "eval_every"})
+# How long a run trains: recorded beside its fingerprint, not in it, because more steps continue a
+# run while fewer steps, or other epochs, train afresh (cotlab.training.afresh_because).
+SCHEDULE_FIELDS = ("max_steps", "num_train_epochs")
+# What each run of one matched comparison has of its own: where it writes and which seeds it draws.
+PER_RUN_FIELDS = ("output_dir", "logging_dir", "run_name", "seed", "data_seed")
+# What two stages' updates (SFT, DPO, GRPO) must share to be compared: the same starting weights,
+# number of steps, learning rate and adapter rank.
+UPDATE_MATCH_FIELDS = ("adapter", "max_steps", "learning_rate", "lora_r")
+# The budget fields that still differ between methods when UPDATE_MATCH_FIELDS agree: examples per
+# step (per_device_train_batch_size counts rows for SFT, pairs for DPO, completions for GRPO) and
+# the KL strength beta (DPO's and GRPO's are different penalties).
+METHOD_BUDGET_FIELDS = UPDATE_MATCH_FIELDS + ("per_device_train_batch_size", "gradient_accumulation_steps", "num_generations", "beta")
+# What a matched SFT run and on-policy distillation run must share: where they start, what they
+# train and how long and fast.  Tokens seen are not among them: the two differ there by design.
+DISTILLATION_BUDGET_FIELDS = ("model", "adapter", "dtype", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+                              "learning_rate", "lr_scheduler_type", "warmup_steps", "max_steps", "per_device_train_batch_size",
+                              "gradient_accumulation_steps", "optim", "weight_decay", "max_grad_norm", "seed")
+
+
+def budget_fields(recipe, varying: tuple[str, ...] = ()) -> dict:
+    """What a run of a matched comparison must share with the others: every field of its recipe but
+    PER_RUN_FIELDS and the `varying` ones the comparison is about."""
+    ignored = set(varying) | set(PER_RUN_FIELDS)
+    return {key: value for key, value in recipe.to_dict().items() if key not in ignored}
+
+
 def recipe_fields(stage: str) -> list[str]:
     return sorted(f.name for f in dataclasses.fields(RECIPES[stage]) if f.init)
 

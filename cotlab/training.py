@@ -11,6 +11,10 @@ group-relative advantages, on-policy distillation's sampling and divergence.  Wh
 model loaded once in an explicit dtype (a distillation teacher too, frozen), throughput and peak
 memory, resume from the last complete checkpoint, one summary and model card written by the main
 process, and errors that name the knob to turn.
+
+Reading order: the four stages, each a `train_*` function and the `build_*` that sets up its TRL
+trainer; then what every stage shares (`provenance`, reuse and resumption, `run_trainer`,
+`finish`, the model card); then the helpers.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import json
 import os
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -29,53 +35,214 @@ from cotlab.io import atomic_write_json, atomic_write_text, read_jsonl, set_asid
 from cotlab.lm_head import fit_trl_lm_head_to_cpu
 from cotlab.models import (BASE_ADAPTERS_FILE, adapter_chain, base_adapters_record, hub_id, load_base, load_model, load_tokenizer,
                            weights_digest, weights_dtype)
-from cotlab.recipes import DistillRecipe, DPORecipe, GRPORecipe, SFTRecipe, changed_fields, lora_config
-
-def load_training_dataset(source):
-    """A datasets.Dataset from a folder saved with save_to_disk, a JSONL file, or a list of rows."""
-    import datasets
-
-    if isinstance(source, datasets.Dataset):
-        return source
-    if isinstance(source, list):
-        if not source:
-            raise CotlabError("the training dataset is empty")
-        return datasets.Dataset.from_list(source)
-    path = Path(str(source))
-    if path.is_dir():
-        try:
-            dataset = datasets.load_from_disk(str(path))
-        except FileNotFoundError:
-            raise CotlabError(f"{path} is not a dataset folder (one written by save_to_disk, as cotlab distill does)") from None
-        if isinstance(dataset, datasets.DatasetDict):
-            raise CotlabError(f"{path} holds the splits {', '.join(dataset)}: name one split's folder, e.g. {path / next(iter(dataset))}")
-        return dataset
-    if path.is_file():
-        rows = read_jsonl(path)
-        if not rows:
-            raise CotlabError(f"{path} holds no rows")
-        return datasets.Dataset.from_list(rows)
-    placeholder = " (RUN_DIR is a placeholder: --set dataset=runs/NAME/... names a real run)" if "RUN_DIR" in str(source) else ""
-    raise CotlabError(f"training dataset not found: {source}{placeholder}")
+from cotlab.recipes import (BOOKKEEPING_FIELDS, SCHEDULE_FIELDS, DistillRecipe, DPORecipe, GRPORecipe, SFTRecipe, changed_fields,
+                            lora_config)
 
 
-def base_model(recipe):
-    """The starting weights of a stage: the recipe's model in its dtype (4-bit under QLoRA), with
-    the adapters its own adapter was trained on, and that adapter, merged in."""
-    return load_base(recipe.model, recipe.dtype, recipe.load_in_4bit, merge=adapter_chain(recipe.adapter),
-                     attn_implementation=recipe.attn_implementation)
+class Built(NamedTuple):
+    """What every `build_*` returns: TRL's trainer, ready to train, and what the run's metrics
+    record about how it was set up (rows, pairs or prompts trained on; GRPO's rewards)."""
+
+    trainer: object
+    extra: dict
 
 
-# Fields that may change between a run and its resumption without making its checkpoints stale:
-# where and how often it logs and saves.
-RESUMABLE_CHANGES = {"output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "save_steps",
-                     "save_total_limit", "push_to_hub", "hub_model_id", "eval_every"}
-# How long it runs: recorded beside the fingerprint, not in it.  More steps continue the run (the
-# Trainer rebuilds the learning-rate schedule for the new total and continues it from the
-# checkpoint's step, so the rate jumps back up to where the longer schedule is at that step);
-# fewer steps, or other epochs, train afresh: a checkpoint past the new end would be saved as
-# the shorter run's result.
-SCHEDULE = ("max_steps", "num_train_epochs")
+# SFT ---------------------------------------------------------------------------------------------
+
+
+def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
+    """Supervised fine-tuning on prompt/completion (or messages) rows; loss on the completion only
+    (TRL's default for prompt/completion rows). Resumes from the last checkpoint in output_dir;
+    reads a finished identical run back without loading the model (`train_or_reuse`)."""
+    rows = load_training_dataset(dataset if dataset is not None else recipe.dataset)
+    return train_or_reuse("sft", recipe, rows, lambda start: build_sft_trainer(recipe, rows, eval_dataset, start))
+
+
+def build_sft_trainer(recipe: SFTRecipe, dataset=None, eval_dataset=None, start: Provenance | None = None) -> Built:
+    """TRL's SFTTrainer set up from a recipe (what train_sft runs; bench/ times it directly)."""
+    from trl import SFTTrainer
+
+    rows = load_training_dataset(dataset if dataset is not None else recipe.dataset)
+    fit_trl_lm_head_to_cpu()
+    trainer = SFTTrainer(model=base_model(recipe, start), args=recipe, processing_class=load_tokenizer(recipe.model),
+                         train_dataset=rows, eval_dataset=eval_dataset, peft_config=lora_config(recipe))
+    return Built(trainer, {"train_rows": len(rows)})
+
+
+def train_and_score(recipe: SFTRecipe, dataset, held_out, sampling) -> dict:
+    """One comparison run: train an SFT recipe, then score it greedily on `held_out` (on its own
+    4-bit base under QLoRA); accuracy, length, throughput and memory side by side."""
+    from cotlab.evaluate import evaluate
+
+    metrics = train_sft(recipe, dataset)
+    if recipe.lora_r:
+        model, tokenizer = load_model(recipe.model, adapter=metrics["output"], load_in_4bit=recipe.load_in_4bit, dtype=recipe.dtype)
+    else:
+        model, tokenizer = load_model(metrics["output"], dtype=recipe.dtype)
+    summary = evaluate(model, tokenizer, held_out, style="think", sampling=sampling, progress=False).summary
+    kept = ("accuracy", "accuracy_stderr", "mean_completion_tokens", "format_ok_ratio")
+    return {**{k: summary[k] for k in kept}, "rows": metrics["train_rows"], "trainable": f"r={recipe.lora_r}" if recipe.lora_r else "all",
+            # the embedded base is a Q4_1 GGUF dequantised to the load dtype: not "full precision"
+            "base": "nf4" if recipe.load_in_4bit else f"{recipe.model} dequantised" if recipe.model == "embedded" else recipe.model,
+            **{k: metrics[k] for k in ("tokens_per_second", "peak_memory_mb", "weights_memory_mb")}}
+
+
+# DPO ---------------------------------------------------------------------------------------------
+
+
+def train_dpo(recipe: DPORecipe, dataset=None, held_out=None, held_out_sampling=None) -> dict:
+    """DPO with LoRA on top of the (merged) SFT model.  With a PEFT model TRL computes the
+    reference log-probs with the adapter disabled: no second copy of the model in memory.
+    `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the DPO
+    rewards (cotlab.guards.HeldOutAccuracy)."""
+    pairs = load_training_dataset(dataset if dataset is not None else recipe.dataset)
+    return train_or_reuse("dpo", recipe, pairs, lambda start: build_dpo_trainer(recipe, pairs, held_out, held_out_sampling, start))
+
+
+def build_dpo_trainer(recipe: DPORecipe, pairs, held_out=None, held_out_sampling=None, start: Provenance | None = None) -> Built:
+    """TRL's DPOTrainer set up from a recipe, the chat template checked before the model loads."""
+    from trl import DPOTrainer
+
+    tokenizer = load_tokenizer(recipe.model)
+    if recipe.guards != "off":
+        check_chat_template(tokenizer, pairs, recipe.model)
+    fit_trl_lm_head_to_cpu()
+    trainer = DPOTrainer(model=base_model(recipe, start), args=recipe, train_dataset=pairs,
+                         processing_class=tokenizer, peft_config=lora_config(recipe))
+    watch_held_out(trainer, recipe, held_out, held_out_sampling)
+    return Built(trainer, {"train_pairs": len(pairs)})
+
+
+# GRPO --------------------------------------------------------------------------------------------
+
+
+def train_grpo(recipe: GRPORecipe, dataset=None, held_out=None, held_out_sampling=None) -> dict:
+    """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model;
+    `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the reward."""
+    prompts, rewards = grpo_inputs(recipe, dataset)
+    return train_or_reuse("grpo", recipe, prompts,
+                          lambda start: build_grpo_trainer(recipe, prompts, held_out, held_out_sampling, start, rewards))
+
+
+def build_grpo_trainer(recipe: GRPORecipe, dataset=None, held_out=None, held_out_sampling=None, start: Provenance | None = None,
+                       rewards: list | None = None) -> Built:
+    """TRL's GRPOTrainer set up from a recipe, and what the run card records about it.  The
+    preflight checks (chat template, one reward per completion) run before the model loads.
+    `rewards` given: `dataset` is the prompts `grpo_inputs` made with them (train_grpo's call);
+    else both are made here (bench/ calls it alone)."""
+    from trl import GRPOTrainer
+
+    prompts, functions = (dataset, rewards) if rewards is not None else grpo_inputs(recipe, dataset)
+    tokenizer = load_tokenizer(recipe.model)
+    tokenizer.padding_side = "left"
+    if recipe.guards != "off":
+        check_chat_template(tokenizer, prompts, recipe.model)
+        check_rewards(functions, prompts, tokenizer)
+    guard = LearningSignalGuard(recipe.guards, recipe.guard_steps, recipe.max_completion_length)
+    fit_trl_lm_head_to_cpu()
+    trainer = GRPOTrainer(model=base_model(recipe, start), reward_funcs=[checked_reward(f) for f in functions], args=recipe,
+                          train_dataset=prompts, processing_class=tokenizer, peft_config=lora_config(recipe), callbacks=[guard])
+    watch_held_out(trainer, recipe, held_out, held_out_sampling)
+    return Built(trainer, {"reward_names": [f.__name__ for f in functions], "reward_weights": recipe.reward_weights,
+                           "use_vllm": recipe.use_vllm})
+
+
+def grpo_inputs(recipe: GRPORecipe, dataset=None) -> tuple:
+    """(prompts, reward functions) of a GRPO run, each made once; sets the recipe's
+    `reward_weights` (TRL's, from cotlab's `rewards`), which is part of the fingerprint."""
+    from cotlab.rewards import reward_functions
+
+    prompts = prompt_rows(dataset if dataset is not None else recipe.dataset, recipe)
+    functions, recipe.reward_weights = reward_functions(recipe.rewards, recipe.max_completion_length)
+    return prompts, functions
+
+
+# On-policy distillation ---------------------------------------------------------------------------
+
+
+def train_onpolicy(recipe: DistillRecipe, dataset=None) -> dict:
+    """On-policy distillation (TRL's DistillationTrainer): the student (the recipe's model, with a
+    LoRA) samples a completion of each prompt, the frozen teacher scores every token of it, and the
+    student moves toward the teacher's next-token distribution on its own samples (reverse KL at
+    TRL's default beta 1.0).  Prompts as for GRPO (`prompt_rows`); resumes and reuses as every stage."""
+    prompts = prompt_rows(dataset if dataset is not None else recipe.dataset, recipe)
+    return train_or_reuse("onpolicy", recipe, prompts, lambda start: build_onpolicy_trainer(recipe, prompts, start))
+
+
+def build_onpolicy_trainer(recipe: DistillRecipe, prompts, start: Provenance | None = None) -> Built:
+    """TRL's DistillationTrainer set up from a recipe; the chat template is checked before any model loads."""
+    from trl import DistillationTrainer
+
+    tokenizer = load_tokenizer(recipe.model)
+    tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
+    check_chat_template(tokenizer, prompts, recipe.model)
+    teacher = load_teacher(recipe)
+    fit_trl_lm_head_to_cpu()
+    trainer = DistillationTrainer(model=base_model(recipe, start), teacher_model=teacher, args=recipe, train_dataset=prompts,
+                                  processing_class=tokenizer, peft_config=lora_config(recipe))
+    return Built(trainer, {"train_prompts": len(prompts), "teacher": recipe.teacher, "teacher_adapter": recipe.teacher_adapter})
+
+
+STAGES = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo, "onpolicy": train_onpolicy}
+
+
+def run_stage(stage: str, recipe) -> dict:
+    """Train one stage from its recipe; the main process prints the metrics (the CLI's output)."""
+    metrics = STAGES[stage](recipe)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ("log_history", "recipe")}, indent=2))
+    return metrics
+
+
+# What every stage shares: provenance, reuse and resumption, training, saving ----------------------
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a run starts and what decides what it produces, worked out once per run
+    (`provenance`) and read by everything after: reuse (`finished_run`), resumption
+    (`start_or_resume`), the starting weights (`base_model`) and what is written beside the
+    adapter (`write_outputs`, the model card)."""
+
+    base_hub_id: str | None   # the base model's hub id (None for tiny-random and local folders)
+    adapter_chain: list[str]  # the adapters merged into the base before training, in order
+    fingerprint: dict         # `recipe_fingerprint`: the recipe's fields, the data and the weight digests
+
+    @property
+    def start_weights(self) -> str | None:
+        """The digest of the weights the run starts from (the adapter chain, or a local full model)."""
+        return self.fingerprint["start_weights"]
+
+    @property
+    def teacher_weights(self) -> str | None:
+        """The digest of a distillation teacher's weights; None for the other stages."""
+        return self.fingerprint.get("teacher_weights")
+
+
+def provenance(recipe, train_dataset=None) -> Provenance:
+    """The run's provenance record.  The adapter chain is checked here, before anything loads: an
+    adapter under it retrained since is an error naming the stage to retrain."""
+    fingerprint = recipe_fingerprint(recipe, train_dataset)
+    return Provenance(base_hub_id=hub_id(recipe.model), adapter_chain=adapter_chain(recipe.adapter), fingerprint=fingerprint)
+
+
+def train_or_reuse(stage: str, recipe, data, build) -> dict:
+    """The finished run's metrics when output_dir holds this very run (`finished_run`), else
+    `build(start)` -> `Built` (start: the run's `Provenance`), trained through `run_trainer`.
+    Every stage goes through here, so reuse is decided by the fingerprint alone."""
+    start = provenance(recipe, data)
+    done = finished_run(recipe, start.fingerprint)
+    if done is not None:
+        print(f"{recipe.output_dir} already holds this {stage} run ({done['steps']} steps, same recipe, data and start): read back")
+        return done
+    trainer, extra = build(start)
+    return run_trainer(trainer, recipe, stage, extra, start)
+
+
+# Where and how often a run logs and saves (recipes.BOOKKEEPING_FIELDS), and how long it runs
+# (recipes.SCHEDULE_FIELDS): the names these had here before recipes.py held every field list.
+RESUMABLE_CHANGES = BOOKKEEPING_FIELDS
+SCHEDULE = SCHEDULE_FIELDS
 FINGERPRINT = "fingerprint.json"
 
 
@@ -84,14 +251,14 @@ def recipe_fingerprint(recipe, train_dataset=None) -> dict:
     (`datasets`' content fingerprint, so rows passed in memory count too) and the starting
     weights (the digest of the adapter chain it trains on: an SFT retrained into the same folder
     makes a DPO or GRPO run on top of it stale); for distillation the teacher's weights too."""
-    fields = {k: v for k, v in json.loads(recipe.to_json_string()).items() if k not in RESUMABLE_CHANGES and k not in SCHEDULE}
+    fields = {k: v for k, v in json.loads(recipe.to_json_string()).items() if k not in BOOKKEEPING_FIELDS and k not in SCHEDULE_FIELDS}
     teacher = {"teacher_weights": weights_digest(recipe.teacher_adapter, recipe.teacher)} if isinstance(recipe, DistillRecipe) else {}
     return {**fields, "train_data": getattr(train_dataset, "_fingerprint", None),
             "start_weights": weights_digest(recipe.adapter, recipe.model), **teacher}
 
 
 def schedule(recipe) -> dict:
-    return {key: getattr(recipe, key) for key in SCHEDULE}
+    return {key: getattr(recipe, key) for key in SCHEDULE_FIELDS}
 
 
 def afresh_because(earlier: dict | None, fingerprint: dict, recipe) -> str | None:
@@ -104,7 +271,7 @@ def afresh_because(earlier: dict | None, fingerprint: dict, recipe) -> str | Non
     before, now = earlier.get("schedule", schedule(recipe)), schedule(recipe)
     fewer = before["max_steps"] > now["max_steps"] or (before["max_steps"] != now["max_steps"] and min(before["max_steps"], now["max_steps"]) <= 0)
     if fewer or before["num_train_epochs"] != now["num_train_epochs"]:
-        return ", ".join(f"{k} {before[k]!r} -> {now[k]!r}" for k in SCHEDULE if before[k] != now[k])
+        return ", ".join(f"{k} {before[k]!r} -> {now[k]!r}" for k in SCHEDULE_FIELDS if before[k] != now[k])
     return None
 
 
@@ -148,19 +315,6 @@ def start_or_resume(trainer, recipe, fingerprint: dict) -> str | None:
     return last_checkpoint(out)
 
 
-def train_or_reuse(stage: str, recipe, data, build) -> dict:
-    """The finished run's metrics when output_dir holds this very run (`finished_run`), else
-    `build()` -> (trainer, extra metrics), trained through `run_trainer`.  Every stage goes
-    through here, so reuse is decided by the fingerprint alone."""
-    fingerprint = recipe_fingerprint(recipe, data)
-    done = finished_run(recipe, fingerprint)
-    if done is not None:
-        print(f"{recipe.output_dir} already holds this {stage} run ({done['steps']} steps, same recipe, data and start): read back")
-        return done
-    trainer, extra = build()
-    return run_trainer(trainer, recipe, stage, extra, fingerprint)
-
-
 def text_progress_in_batch_logs(trainer) -> None:
     """Under `cotlab run` with its output going to a log file, a notebook's HTML progress bar shows
     nothing: draw the terminal's text bar (with its ETA) instead, which papermill copies into the log."""
@@ -173,12 +327,12 @@ def text_progress_in_batch_logs(trainer) -> None:
         trainer.add_callback(ProgressCallback)
 
 
-def run_trainer(trainer, recipe, stage: str, extra: dict | None, fingerprint: dict) -> dict:
+def run_trainer(trainer, recipe, stage: str, extra: dict | None, start: Provenance) -> dict:
     """Train, resuming from the last complete checkpoint of the same recipe, then save and return the
     metrics; a GPU out-of-memory error becomes one line naming the knobs that fix it."""
     try:
         text_progress_in_batch_logs(trainer)
-        measured = measure_training(trainer, resume_from_checkpoint=start_or_resume(trainer, recipe, fingerprint))
+        measured = measure_training(trainer, resume_from_checkpoint=start_or_resume(trainer, recipe, start.fingerprint))
     except torch.cuda.OutOfMemoryError:
         knobs = [f"per_device_train_batch_size (now {recipe.per_device_train_batch_size}; raise gradient_accumulation_steps to keep the batch)"]
         if not recipe.activation_checkpointing:
@@ -192,7 +346,7 @@ def run_trainer(trainer, recipe, stage: str, extra: dict | None, fingerprint: di
     except CotlabError:  # a guard (cotlab.guards) stopped training mid-step
         _close_progress_bars(trainer)
         raise
-    return finish(trainer, recipe, stage, measured, extra)
+    return finish(trainer, recipe, stage, measured, extra, start=start)
 
 
 def _close_progress_bars(trainer) -> None:
@@ -300,13 +454,14 @@ def final_loss(trainer) -> float:
     return sum(values) / len(values)
 
 
-def finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = None) -> dict:
+def finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = None, *, start: Provenance) -> dict:
     """Save the adapter (or full model), then, on the main process only, the recipe, a model card
     and metrics; return the metrics (on every process, once the main process has written them).
 
     Under torchrun or `accelerate launch` every figure is the run's, not one process's: tokens
     summed over processes, the loss as the Trainer reports it (averaged over processes), the
-    slowest process's wall time and the largest peak memory of any process, with `world_size`."""
+    slowest process's wall time and the largest peak memory of any process, with `world_size`.
+    `start`: the run's provenance, which the adapter's files and card record."""
     out = Path(recipe.output_dir)
     final = out / "final"
     trainer.save_model(str(final))  # every rank takes part: FSDP and ZeRO-3 gather the weights here
@@ -331,27 +486,26 @@ def finish(trainer, recipe, stage: str, measured: dict, extra: dict | None = Non
     if recipe.merge and hasattr(trainer.model, "merge_and_unload"):
         metrics["merged"] = str(out / "merged")
     if trainer.is_world_process_zero():
-        write_outputs(trainer, recipe, stage, metrics)
+        write_outputs(trainer, recipe, stage, metrics, start)
     # The other ranks wait here, so that on return the adapter, card and metrics.json are complete
     # on every process (a next stage, or an evaluation, may read them at once).
     trainer.accelerator.wait_for_everyone()
     return metrics
 
 
-def write_outputs(trainer, recipe, stage: str, metrics: dict) -> None:
+def write_outputs(trainer, recipe, stage: str, metrics: dict, start: Provenance) -> None:
     """The main process's part of `finish`: tokenizer, adapter chain, merged model, recipe, metrics, card."""
     out, final = Path(recipe.output_dir), Path(metrics["output"])
     trainer.processing_class.save_pretrained(str(final))
-    chain = adapter_chain(recipe.adapter)
-    if chain:
-        atomic_write_json(final / BASE_ADAPTERS_FILE, base_adapters_record(final, chain))
+    if start.adapter_chain:
+        atomic_write_json(final / BASE_ADAPTERS_FILE, base_adapters_record(final, start.adapter_chain))
     if "merged" in metrics:
         trainer.model.merge_and_unload().save_pretrained(metrics["merged"])
         trainer.processing_class.save_pretrained(metrics["merged"])
     atomic_write_text(final / "recipe.json", recipe.to_json_string())
     atomic_write_json(out / "metrics.json", metrics)
-    record_base_model(final, hub_id(recipe.model))
-    write_model_card(final, stage, recipe, metrics)
+    record_base_model(final, start.base_hub_id)
+    write_model_card(final, stage, recipe, metrics, start)
 
 
 def record_base_model(folder: Path, base: str | None) -> None:
@@ -362,7 +516,7 @@ def record_base_model(folder: Path, base: str | None) -> None:
         atomic_write_json(config, {**json.loads(config.read_text()), "base_model_name_or_path": base})
 
 
-def write_model_card(folder: Path, stage: str, recipe, metrics: dict) -> None:
+def write_model_card(folder: Path, stage: str, recipe, metrics: dict, start: Provenance) -> None:
     """Keep the YAML metadata PEFT wrote (base_model, library_name: peft, tags: what the hub
     indexes) with the base named by hub id, and put cotlab's training facts in place of PEFT's
     empty template; a full fine-tune gets the same metadata, as a transformers model."""
@@ -370,24 +524,24 @@ def write_model_card(folder: Path, stage: str, recipe, metrics: dict) -> None:
 
     path = folder / "README.md"
     card = ModelCard.load(path) if path.is_file() else ModelCard("---\nlibrary_name: transformers\n---\n")
-    base = hub_id(recipe.model)
+    base = start.base_hub_id
     tags = set(card.data.tags or []) | {"cotlab", "trl", stage}
     if base:
         kind = "adapter" if (folder / "adapter_config.json").is_file() else "finetune"
         tags = {t for t in tags if not t.startswith("base_model:")} | {f"base_model:{kind}:{base}"}
         card.data.base_model = base
     card.data.tags = sorted(tags)
-    card.text = model_card(stage, recipe, metrics)
+    card.text = model_card(stage, recipe, metrics, start)
     atomic_write_text(path, str(card))
 
 
-def model_card(stage: str, recipe, metrics: dict) -> str:
+def model_card(stage: str, recipe, metrics: dict, start: Provenance) -> str:
     import importlib.metadata as md
 
     fields = "\n".join(f"| {k} | {v} |" for k, v in changed_fields(recipe).items())
-    base = hub_id(recipe.model)
+    base = start.base_hub_id
     origin = " (dequantised from its Q4_1 GGUF)" if recipe.model == "embedded" else ""
-    chain = adapter_chain(recipe.adapter)
+    chain = start.adapter_chain
     versions = ", ".join(f"{p} {md.version(p)}" for p in ("transformers", "trl", "peft"))
     resumed = metrics.get("resumed_from_step", 0)
     resumed_note = f"(resumed at step {resumed}: time and speed are of its last {metrics['steps'] - resumed} steps) " if resumed else ""
@@ -406,73 +560,43 @@ def model_card(stage: str, recipe, metrics: dict) -> str:
     )
 
 
-# SFT ---------------------------------------------------------------------------------------------
+# Helpers -----------------------------------------------------------------------------------------
 
 
-def train_sft(recipe: SFTRecipe, dataset=None, eval_dataset=None) -> dict:
-    """Supervised fine-tuning on prompt/completion (or messages) rows; loss on the completion only
-    (TRL's default for prompt/completion rows). Resumes from the last checkpoint in output_dir;
-    reads a finished identical run back without loading the model (`train_or_reuse`)."""
-    rows = load_training_dataset(dataset if dataset is not None else recipe.dataset)
-    return train_or_reuse("sft", recipe, rows, lambda: (build_sft_trainer(recipe, rows, eval_dataset), {"train_rows": len(rows)}))
+def load_training_dataset(source):
+    """A datasets.Dataset from a folder saved with save_to_disk, a JSONL file, or a list of rows."""
+    import datasets
+
+    if isinstance(source, datasets.Dataset):
+        return source
+    if isinstance(source, list):
+        if not source:
+            raise CotlabError("the training dataset is empty")
+        return datasets.Dataset.from_list(source)
+    path = Path(str(source))
+    if path.is_dir():
+        try:
+            dataset = datasets.load_from_disk(str(path))
+        except FileNotFoundError:
+            raise CotlabError(f"{path} is not a dataset folder (one written by save_to_disk, as cotlab distill does)") from None
+        if isinstance(dataset, datasets.DatasetDict):
+            raise CotlabError(f"{path} holds the splits {', '.join(dataset)}: name one split's folder, e.g. {path / next(iter(dataset))}")
+        return dataset
+    if path.is_file():
+        rows = read_jsonl(path)
+        if not rows:
+            raise CotlabError(f"{path} holds no rows")
+        return datasets.Dataset.from_list(rows)
+    placeholder = " (RUN_DIR is a placeholder: --set dataset=runs/NAME/... names a real run)" if "RUN_DIR" in str(source) else ""
+    raise CotlabError(f"training dataset not found: {source}{placeholder}")
 
 
-def build_sft_trainer(recipe: SFTRecipe, dataset=None, eval_dataset=None):
-    """TRL's SFTTrainer set up from a recipe (what train_sft runs; bench/ times it directly)."""
-    from trl import SFTTrainer
-
-    fit_trl_lm_head_to_cpu()
-    return SFTTrainer(model=base_model(recipe), args=recipe, processing_class=load_tokenizer(recipe.model),
-                      train_dataset=load_training_dataset(dataset if dataset is not None else recipe.dataset),
-                      eval_dataset=eval_dataset, peft_config=lora_config(recipe))
-
-
-def train_and_score(recipe: SFTRecipe, dataset, held_out, sampling) -> dict:
-    """One comparison run: train an SFT recipe, then score it greedily on `held_out` (on its own
-    4-bit base under QLoRA); accuracy, length, throughput and memory side by side."""
-    from cotlab.evaluate import evaluate
-
-    metrics = train_sft(recipe, dataset)
-    if recipe.lora_r:
-        model, tokenizer = load_model(recipe.model, adapter=metrics["output"], load_in_4bit=recipe.load_in_4bit, dtype=recipe.dtype)
-    else:
-        model, tokenizer = load_model(metrics["output"], dtype=recipe.dtype)
-    summary = evaluate(model, tokenizer, held_out, style="think", sampling=sampling, progress=False).summary
-    kept = ("accuracy", "accuracy_stderr", "mean_completion_tokens", "format_ok_ratio")
-    return {**{k: summary[k] for k in kept}, "rows": metrics["train_rows"], "trainable": f"r={recipe.lora_r}" if recipe.lora_r else "all",
-            # the embedded base is a Q4_1 GGUF dequantised to the load dtype: not "full precision"
-            "base": "nf4" if recipe.load_in_4bit else f"{recipe.model} dequantised" if recipe.model == "embedded" else recipe.model,
-            **{k: metrics[k] for k in ("tokens_per_second", "peak_memory_mb", "weights_memory_mb")}}
-
-
-# DPO ---------------------------------------------------------------------------------------------
-
-
-def train_dpo(recipe: DPORecipe, dataset=None, held_out=None, held_out_sampling=None) -> dict:
-    """DPO with LoRA on top of the (merged) SFT model.  With a PEFT model TRL computes the
-    reference log-probs with the adapter disabled: no second copy of the model in memory.
-    `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the DPO
-    rewards (cotlab.guards.HeldOutAccuracy)."""
-    pairs = load_training_dataset(dataset if dataset is not None else recipe.dataset)
-    return train_or_reuse("dpo", recipe, pairs, lambda: (build_dpo_trainer(recipe, pairs, held_out, held_out_sampling),
-                                                         {"train_pairs": len(pairs)}))
-
-
-def build_dpo_trainer(recipe: DPORecipe, pairs, held_out=None, held_out_sampling=None):
-    """TRL's DPOTrainer set up from a recipe, the chat template checked before the model loads."""
-    from trl import DPOTrainer
-
-    tokenizer = load_tokenizer(recipe.model)
-    if recipe.guards != "off":
-        check_chat_template(tokenizer, pairs, recipe.model)
-    fit_trl_lm_head_to_cpu()
-    trainer = DPOTrainer(model=base_model(recipe), args=recipe, train_dataset=pairs,
-                         processing_class=tokenizer, peft_config=lora_config(recipe))
-    watch_held_out(trainer, recipe, held_out, held_out_sampling)
-    return trainer
-
-
-# GRPO --------------------------------------------------------------------------------------------
+def base_model(recipe, start: Provenance | None = None):
+    """The starting weights of a stage: the recipe's model in its dtype (4-bit under QLoRA), with
+    the adapters its own adapter was trained on, and that adapter, merged in (the chain from the
+    run's `start` provenance, else worked out here)."""
+    chain = start.adapter_chain if start is not None else adapter_chain(recipe.adapter)
+    return load_base(recipe.model, recipe.dtype, recipe.load_in_4bit, merge=chain, attn_implementation=recipe.attn_implementation)
 
 
 def prompt_rows(source, recipe: GRPORecipe | DistillRecipe):
@@ -493,42 +617,6 @@ def _is_task_file(path: str) -> bool:
     return ('"question"' in first or '"problem"' in first) and '"prompt"' not in first
 
 
-def train_grpo(recipe: GRPORecipe, dataset=None, held_out=None, held_out_sampling=None) -> dict:
-    """GRPO with verifiable rewards (cotlab.rewards), LoRA on top of the (merged) SFT model;
-    `held_out` records, with the recipe's `eval_every`, log `heldout/accuracy` beside the reward."""
-    from cotlab.rewards import reward_functions
-
-    prompts = prompt_rows(dataset if dataset is not None else recipe.dataset, recipe)
-    recipe.reward_weights = reward_functions(recipe.rewards, recipe.max_completion_length)[1]  # part of the fingerprint
-    return train_or_reuse("grpo", recipe, prompts, lambda: build_grpo_trainer(recipe, prompts, held_out, held_out_sampling))
-
-
-def build_grpo_trainer(recipe: GRPORecipe, dataset=None, held_out=None, held_out_sampling=None):
-    """TRL's GRPOTrainer set up from a recipe, and what the run card records about it.  The
-    preflight checks (chat template, one reward per completion) run before the model loads."""
-    from trl import GRPOTrainer
-
-    from cotlab.rewards import reward_functions
-
-    prompts = prompt_rows(dataset if dataset is not None else recipe.dataset, recipe)
-    functions, recipe.reward_weights = reward_functions(recipe.rewards, recipe.max_completion_length)
-    tokenizer = load_tokenizer(recipe.model)
-    tokenizer.padding_side = "left"
-    if recipe.guards != "off":
-        check_chat_template(tokenizer, prompts, recipe.model)
-        check_rewards(functions, prompts, tokenizer)
-    guard = LearningSignalGuard(recipe.guards, recipe.guard_steps, recipe.max_completion_length)
-    fit_trl_lm_head_to_cpu()
-    trainer = GRPOTrainer(model=base_model(recipe), reward_funcs=[checked_reward(f) for f in functions], args=recipe,
-                          train_dataset=prompts, processing_class=tokenizer, peft_config=lora_config(recipe), callbacks=[guard])
-    watch_held_out(trainer, recipe, held_out, held_out_sampling)
-    return trainer, {"reward_names": [f.__name__ for f in functions], "reward_weights": recipe.reward_weights,
-                     "use_vllm": recipe.use_vllm}
-
-
-# On-policy distillation ---------------------------------------------------------------------------
-
-
 def load_teacher(recipe: DistillRecipe):
     """The teacher of a distillation recipe through cotlab's one loading path: its model in the
     recipe's dtype, its adapter (and the adapters under it) merged into the weights, eval mode,
@@ -543,38 +631,3 @@ def load_teacher(recipe: DistillRecipe):
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher
-
-
-def train_onpolicy(recipe: DistillRecipe, dataset=None) -> dict:
-    """On-policy distillation (TRL's DistillationTrainer): the student (the recipe's model, with a
-    LoRA) samples a completion of each prompt, the frozen teacher scores every token of it, and the
-    student moves toward the teacher's next-token distribution on its own samples (reverse KL at
-    TRL's default beta 1.0).  Prompts as for GRPO (`prompt_rows`); resumes and reuses as every stage."""
-    prompts = prompt_rows(dataset if dataset is not None else recipe.dataset, recipe)
-    return train_or_reuse("onpolicy", recipe, prompts, lambda: (build_onpolicy_trainer(recipe, prompts),
-                                                                {"train_prompts": len(prompts), "teacher": recipe.teacher,
-                                                                 "teacher_adapter": recipe.teacher_adapter}))
-
-
-def build_onpolicy_trainer(recipe: DistillRecipe, prompts):
-    """TRL's DistillationTrainer set up from a recipe; the chat template is checked before any model loads."""
-    from trl import DistillationTrainer
-
-    tokenizer = load_tokenizer(recipe.model)
-    tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
-    check_chat_template(tokenizer, prompts, recipe.model)
-    teacher = load_teacher(recipe)
-    fit_trl_lm_head_to_cpu()
-    return DistillationTrainer(model=base_model(recipe), teacher_model=teacher, args=recipe, train_dataset=prompts,
-                               processing_class=tokenizer, peft_config=lora_config(recipe))
-
-
-STAGES = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo, "onpolicy": train_onpolicy}
-
-
-def run_stage(stage: str, recipe) -> dict:
-    """Train one stage from its recipe; the main process prints the metrics (the CLI's output)."""
-    metrics = STAGES[stage](recipe)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: v for k, v in metrics.items() if k not in ("log_history", "recipe")}, indent=2))
-    return metrics

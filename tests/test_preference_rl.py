@@ -103,12 +103,22 @@ def test_dpo_step_on_top_of_an_sft_adapter(records, tmp_path):
     assert type(model).__name__ == "PeftModelForCausalLM"
 
 
-def test_grpo_step_logs_rewards_and_clipping(records, tmp_path):
+def test_grpo_step_logs_rewards_and_clipping(records, tmp_path, monkeypatch):
+    import collections
+
+    import cotlab.rewards
+    from cotlab import training
+
+    made = collections.Counter()  # the prompts and reward functions are made once per run, not again by the builder
+    for module, name in ((training, "prompt_rows"), (cotlab.rewards, "reward_functions")):
+        monkeypatch.setattr(module, name, lambda *a, _f=getattr(module, name), _n=name, **k: made.update([_n]) or _f(*a, **k))
     recipe = GRPORecipe(model="tiny-random", output_dir=str(tmp_path / "grpo"), max_steps=1, num_generations=2,
                         per_device_train_batch_size=4, max_completion_length=16, guards="warn",  # all clipped: it cannot learn
                         rewards={"correctness": 1.0, "format": 0.5, "length": 0.1})
     metrics = train_grpo(recipe, grpo_rows(records))
+    assert made == {"prompt_rows": 1, "reward_functions": 1}
     assert metrics["steps"] == 1 and metrics["use_vllm"] is False
+    assert metrics["reward_names"] == ["correctness_reward", "format_reward", "length_reward"] and metrics["reward_weights"] == [1.0, 0.5, 0.1]
     logged = next(e for e in metrics["log_history"] if "reward" in e)
     for key in ("rewards/correctness_reward/mean", "rewards/format_reward/mean", "rewards/length_reward/mean",
                 "reward_std", "frac_reward_zero_std", "completions/clipped_ratio", "completions/mean_length"):

@@ -24,7 +24,7 @@ def test_loss_is_on_the_completion_only(sft_rows, tokenizer, tmp_path):
     whole think/answer completion and the closing <|im_end|> carry labels (so the model learns to stop)."""
     from cotlab.training import build_sft_trainer
 
-    trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
+    trainer, _ = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
     batch = trainer.data_collator([trainer.train_dataset[0]])
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
     trained = [i for i, label in zip(ids, labels) if label != -100]
@@ -51,7 +51,7 @@ def test_the_lm_head_scores_only_labelled_positions_on_cpu(sft_rows, tmp_path, m
     import cotlab.lm_head
     from cotlab.training import build_sft_trainer
 
-    trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
+    trainer, _ = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
     monkeypatch.setattr(cotlab.lm_head, "PLAIN_LOGITS_LIMIT", cotlab.lm_head.PLAIN_LOGITS_LIMIT if plain else 0)
     batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
     projected = []
@@ -279,8 +279,8 @@ def test_activation_checkpointing_is_the_recipes_choice_not_trls_default(sft_row
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="`gradient_checkpointing` is deprecated")
-        trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path), max_steps=1,
-                                              activation_checkpointing=checkpointing), sft_rows)
+        trainer, _ = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path), max_steps=1,
+                                                 activation_checkpointing=checkpointing), sft_rows)
     assert trainer.args.activation_checkpointing is checkpointing and trainer.args.gradient_checkpointing is checkpointing
 
 
@@ -309,10 +309,134 @@ def test_a_batch_log_gets_text_progress_bars(sft_rows, tmp_path, monkeypatch):
 
     from cotlab.training import build_sft_trainer, text_progress_in_batch_logs
 
-    trainer = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
+    trainer, _ = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
     trainer.pop_callback(ProgressCallback)
     trainer.add_callback(NotebookProgressCallback)  # what a notebook kernel gets
     monkeypatch.setenv("COTLAB_TEXT_PROGRESS", "1")
     text_progress_in_batch_logs(trainer)
     kinds = {type(c) for c in trainer.callback_handler.callbacks}
     assert ProgressCallback in kinds and NotebookProgressCallback not in kinds
+
+
+def _counted(monkeypatch, calls, module_names, name):
+    """Count calls of `name` wherever training can reach it (its own import and cotlab.models')."""
+    import importlib
+
+    modules = [importlib.import_module(m) for m in module_names]
+    original = getattr(modules[0], name)
+
+    def counting(*args, **kwargs):
+        calls[name] += 1
+        return original(*args, **kwargs)
+
+    for module in modules:
+        monkeypatch.setattr(module, name, counting)
+
+
+def test_provenance_is_worked_out_once_per_run(sft_rows, tmp_path, monkeypatch):
+    """The base's hub id, the adapter chain and the weight digests are computed once per stage, into
+    the one record (`Provenance`) that reuse, resumption, the model loading and the card read; a
+    finished run read back costs the same single look."""
+    import collections
+
+    calls = collections.Counter()
+    for name in ("hub_id", "adapter_chain", "weights_digest"):
+        _counted(monkeypatch, calls, ["cotlab.models", "cotlab.training"], name)
+    common = dict(model="tiny-random", max_steps=1, per_device_train_batch_size=4, save_steps=10)
+    first = train_sft(SFTRecipe(output_dir=str(tmp_path / "first"), **common), sft_rows[:4])
+    assert calls == {"hub_id": 1, "adapter_chain": 1, "weights_digest": 1}
+    calls.clear()
+    on_top = SFTRecipe(output_dir=str(tmp_path / "on_top"), adapter=first["output"], **common)  # a non-empty chain
+    train_sft(on_top, sft_rows[:4])
+    assert calls == {"hub_id": 1, "adapter_chain": 1, "weights_digest": 1}
+    assert "trained on top of these adapters" in (tmp_path / "on_top" / "final" / "README.md").read_text()
+    calls.clear()
+    assert train_sft(on_top, sft_rows[:4])["reused"]
+    assert calls == {"hub_id": 1, "adapter_chain": 1, "weights_digest": 1}
+
+
+# The fields recipe_fingerprint left out before the field lists moved to cotlab.recipes (commit 9fd4054).
+FINGERPRINT_BEFORE_LEFT_OUT = {"output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "save_steps",
+                               "save_total_limit", "push_to_hub", "hub_model_id", "eval_every", "max_steps", "num_train_epochs"}
+
+
+def fingerprint_before(recipe, train_dataset=None) -> dict:
+    """recipe_fingerprint as it was written before `Provenance`, kept here to prove that a run
+    trained before the change is still read back as the same run."""
+    import json
+
+    from cotlab.models import weights_digest
+    from cotlab.recipes import DistillRecipe
+
+    fields = {k: v for k, v in json.loads(recipe.to_json_string()).items() if k not in FINGERPRINT_BEFORE_LEFT_OUT}
+    teacher = {"teacher_weights": weights_digest(recipe.teacher_adapter, recipe.teacher)} if isinstance(recipe, DistillRecipe) else {}
+    return {**fields, "train_data": getattr(train_dataset, "_fingerprint", None),
+            "start_weights": weights_digest(recipe.adapter, recipe.model), **teacher}
+
+
+def _fake_adapter(folder, value: float, under: list | None = None) -> str:
+    """An adapter folder with weights of its own, recorded as trained on the adapters `under`."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from cotlab.models import BASE_ADAPTERS_FILE, base_adapters_record
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    save_file({"w": torch.full((2,), value)}, str(folder / "adapter_model.safetensors"))
+    if under:
+        (folder / BASE_ADAPTERS_FILE).write_text(json.dumps(base_adapters_record(folder, under)))
+    return str(folder)
+
+
+def test_the_fingerprint_is_the_one_written_before_provenance(sft_rows, tmp_path):
+    """For every stage's recipe, with and without an adapter chain or a teacher, the fingerprint
+    (and the one in the provenance record) has the same keys, in the same order, and values as
+    the formula before the change: finished runs stay finished, resumable runs resumable."""
+    import datasets
+
+    from cotlab.recipes import DistillRecipe, DPORecipe, GRPORecipe
+    from cotlab.training import grpo_inputs, provenance, recipe_fingerprint
+
+    base = _fake_adapter(tmp_path / "sft" / "final", 0.0)
+    top = _fake_adapter(tmp_path / "dpo" / "final", 1.0, under=[base])
+    rows = datasets.Dataset.from_list(sft_rows[:4])
+    grpo = GRPORecipe(model="tiny-random", adapter=top, output_dir=str(tmp_path / "grpo"), learning_rate=3e-4)
+    grpo_inputs(grpo, rows)  # sets reward_weights, as train_grpo does before the fingerprint
+    recipes = [SFTRecipe(model="tiny-random", logging_steps=3, max_steps=7), SFTRecipe(model="tiny-random", adapter=base),
+               DPORecipe(model="tiny-random", adapter=top, beta=0.2), grpo,
+               DistillRecipe(model="tiny-random", teacher="tiny-random", teacher_adapter=top, adapter=base)]
+    for recipe in recipes:
+        before = fingerprint_before(recipe, rows)
+        assert before["start_weights"] is not None or recipe.adapter is None
+        for now in (recipe_fingerprint(recipe, rows), provenance(recipe, rows).fingerprint):
+            assert list(now) == list(before) and now == before
+
+
+def test_every_builder_returns_its_trainer_and_what_the_metrics_record(sft_rows, tmp_path):
+    """One shape for every stage's `build_*`: (trainer, extra metrics), as train_or_reuse unpacks it."""
+    import datasets
+
+    from cotlab.data import load_records
+    from cotlab.recipes import DistillRecipe, DPORecipe, GRPORecipe
+    from cotlab.rewards import grpo_rows
+    from cotlab.training import Built, build_dpo_trainer, build_grpo_trainer, build_onpolicy_trainer, build_sft_trainer
+
+    prompts = datasets.Dataset.from_list(grpo_rows(load_records(CHAIN_SUM, n=4, split="train")))
+    pairs = datasets.Dataset.from_list([{"prompt": r["prompt"], "chosen": r["completion"],
+                                         "rejected": [{"role": "assistant", "content": "<answer>0</answer>"}]} for r in sft_rows[:4]])
+    built = {
+        "sft": build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path / "sft")), sft_rows[:4]),
+        "dpo": build_dpo_trainer(DPORecipe(model="tiny-random", output_dir=str(tmp_path / "dpo")), pairs),
+        "grpo": build_grpo_trainer(GRPORecipe(model="tiny-random", output_dir=str(tmp_path / "grpo"), guards="off"), prompts),
+        "onpolicy": build_onpolicy_trainer(DistillRecipe(model="tiny-random", teacher="tiny-random", output_dir=str(tmp_path / "op")),
+                                           prompts),
+    }
+    expected = {"sft": {"train_rows": 4}, "dpo": {"train_pairs": 4},
+                "grpo": {"reward_names": ["correctness_reward", "format_reward"], "reward_weights": [1.0, 0.2], "use_vllm": False},
+                "onpolicy": {"train_prompts": 4, "teacher": "tiny-random", "teacher_adapter": None}}
+    for stage, result in built.items():
+        trainer, extra = result
+        assert isinstance(result, Built) and hasattr(trainer, "train") and extra == expected[stage], stage
