@@ -43,7 +43,7 @@ def child(args) -> dict:
             recipe = SFTRecipe(model=args.model, output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch,
                                padding_free=gpu and args.config != "cotlab-padded", load_in_4bit=args.config == "cotlab-qlora",
                                logging_steps=1, save_steps=10**6, dtype=args.dtype)
-            trainer = build_sft_trainer(recipe, rows)
+            trainer, _ = build_sft_trainer(recipe, rows)
         else:
             from datasets import Dataset
             from trl import SFTConfig, SFTTrainer

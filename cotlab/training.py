@@ -239,10 +239,6 @@ def train_or_reuse(stage: str, recipe, data, build) -> dict:
     return run_trainer(trainer, recipe, stage, extra, start)
 
 
-# Where and how often a run logs and saves (recipes.BOOKKEEPING_FIELDS), and how long it runs
-# (recipes.SCHEDULE_FIELDS): the names these had here before recipes.py held every field list.
-RESUMABLE_CHANGES = BOOKKEEPING_FIELDS
-SCHEDULE = SCHEDULE_FIELDS
 FINGERPRINT = "fingerprint.json"
 
 

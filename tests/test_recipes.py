@@ -1,21 +1,23 @@
-"""The lists of which recipe fields matter live in cotlab.recipes; the names they had before
-(training's, budget's, lesson 11's) still import and hold the same values."""
+"""The lists of which recipe fields matter live in cotlab.recipes, and matched comparisons read them."""
 
 from cotlab.recipes import (BOOKKEEPING_FIELDS, DISTILLATION_BUDGET_FIELDS, METHOD_BUDGET_FIELDS, PER_RUN_FIELDS, SCHEDULE_FIELDS,
                             UPDATE_MATCH_FIELDS, DPORecipe, SFTRecipe, budget_fields)
 
 
-def test_the_old_names_are_the_lists_in_recipes():
-    from cotlab import budget, training
-    from cotlab.lessons import onpolicy
+def test_every_list_of_which_fields_matter_lives_in_recipes():
+    """One home for the field lists: no module keeps a copy of its own."""
+    import re
 
-    assert training.RESUMABLE_CHANGES is BOOKKEEPING_FIELDS and training.SCHEDULE is SCHEDULE_FIELDS
+    from conftest import REPO
+
     assert BOOKKEEPING_FIELDS == {"output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "save_steps",
                                   "save_total_limit", "push_to_hub", "hub_model_id", "eval_every"}
-    assert SCHEDULE_FIELDS == ("max_steps", "num_train_epochs")
-    # Until cotlab.budget and cotlab.lessons.onpolicy read these names, their own copies must agree.
-    assert budget.BOOKKEEPING == PER_RUN_FIELDS and budget.MATCH_FIELDS == UPDATE_MATCH_FIELDS
-    assert budget.BUDGET_FIELDS == METHOD_BUDGET_FIELDS and onpolicy.BUDGET == DISTILLATION_BUDGET_FIELDS
+    assert SCHEDULE_FIELDS == ("max_steps", "num_train_epochs") and set(UPDATE_MATCH_FIELDS) <= set(METHOD_BUDGET_FIELDS)
+    assert set(PER_RUN_FIELDS) >= {"output_dir", "seed"} and "seed" in DISTILLATION_BUDGET_FIELDS
+    for path in (REPO / "cotlab").rglob("*.py"):
+        if path.name != "recipes.py":
+            copies = re.findall(r'^[A-Z_]+ = (?:frozenset\(\{|\()"output_dir"|^[A-Z_]+ = \("adapter", "max_steps"', path.read_text(), re.M)
+            assert not copies, f"{path} keeps its own list of recipe fields"
 
 
 def test_budget_fields_are_what_matched_budget_compares():

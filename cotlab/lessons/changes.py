@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from cotlab import CotlabError
-from cotlab.budget import BUDGET_FIELDS
+from cotlab.recipes import METHOD_BUDGET_FIELDS
 from cotlab.prompts import forced_answer_prompts
 from cotlab.stats import mcnemar_exact
 
@@ -77,7 +77,7 @@ def update_comparison(a: str, b: str, relative: dict[str, float], metrics: dict[
     which method moves the weights more.  Why no 'per step per learning rate' rescaling: under
     Adam, a warm-up/decay schedule and a B·A factorisation the update is not linear in either."""
     a_recipe, b_recipe = metrics[a]["recipe"], metrics[b]["recipe"]
-    fields = [f for f in BUDGET_FIELDS if f in a_recipe or f in b_recipe]
+    fields = [f for f in METHOD_BUDGET_FIELDS if f in a_recipe or f in b_recipe]
     same = [f for f in fields if a_recipe.get(f) == b_recipe.get(f)]
     differing = [f"{f} {a_recipe.get(f)!r} vs {b_recipe.get(f)!r}" for f in fields if f not in same]
     ratio = f"{relative[a] / relative[b]:.2f}x" if relative[b] else "b is zero"

@@ -25,16 +25,12 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.prompts import build_messages
+from cotlab.recipes import DISTILLATION_BUDGET_FIELDS
 from cotlab.stats import compare_paired, paired_verdict, paper_claim_sentence, with_holm
 from cotlab.verify import grade
 
 PAPER = "On-Policy Distillation of Language Models: Learning from Self-Generated Mistakes"
 STAGES = ("base", "teacher", "sft_on_teacher", "on_policy")
-# What a matched SFT run and distillation run must share: where they start, what they train and
-# how long and fast.  Tokens seen are not among them: the two methods differ there by design.
-BUDGET = ("model", "adapter", "dtype", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-          "learning_rate", "lr_scheduler_type", "warmup_steps", "max_steps", "per_device_train_batch_size",
-          "gradient_accumulation_steps", "optim", "weight_decay", "max_grad_norm", "seed")
 ALPHA = 0.05
 
 
@@ -81,14 +77,14 @@ def teacher_chain_rows(teacher, records, sampling) -> tuple[list[dict], dict]:
 
 
 def same_budget(sft_recipe, distill_recipe) -> dict:
-    """Check that an SFT recipe and a distillation recipe share everything in BUDGET (start,
+    """Check that an SFT recipe and a distillation recipe share everything in DISTILLATION_BUDGET_FIELDS (start,
     LoRA, schedule, batch, seed), so a difference in outcome is the method's; return those values."""
     a, b = sft_recipe.to_dict(), distill_recipe.to_dict()
-    differ = [key for key in BUDGET if a.get(key) != b.get(key)]
+    differ = [key for key in DISTILLATION_BUDGET_FIELDS if a.get(key) != b.get(key)]
     if differ:
         raise CotlabError("not a matched comparison: SFT and distillation differ in "
                           + ", ".join(f"{key} ({a.get(key)!r} vs {b.get(key)!r})" for key in differ))
-    return {key: a.get(key) for key in BUDGET}
+    return {key: a.get(key) for key in DISTILLATION_BUDGET_FIELDS}
 
 
 def distillation_comparisons(rows: dict[str, list[dict]]) -> dict:
