@@ -23,6 +23,7 @@ from pathlib import Path
 from cotlab import CotlabError
 from cotlab.generate import SamplingConfig
 from cotlab.io import append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail, write_jsonl
+from cotlab.progress import progress_bar
 from cotlab.prompts import build_messages, sft_example
 from cotlab.chains import check_steps, prune_to_calculations
 from cotlab.verify import extract_answer, is_correct
@@ -69,11 +70,9 @@ def _resume(log_path: Path, config: dict) -> set[str]:
 
 
 def _sample_and_log(teacher, records, conversations, sampling, log_path, config, judge, chunk_size, progress):
-    from tqdm.auto import tqdm
-
     done = _resume(log_path, config)
     todo = [(r, c) for r, c in zip(records, conversations) if r.id not in done]
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=config["method"], disable=not progress, leave=False)
+    bar = progress_bar(len(records), config["method"], disable=not progress, initial=len(records) - len(todo), unit="questions")
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
         outputs = teacher.complete([c for _, c in chunk], sampling)

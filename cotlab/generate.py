@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from cotlab import CotlabError
+from cotlab.progress import progress_bar
 
 
 @dataclass
@@ -74,8 +75,6 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     cache keeps spare room, so a decode step writes its column in place instead of copying the
     whole cache.  bench/generation.py measures the whole against plain batched `model.generate`.
     """
-    from tqdm.auto import tqdm
-
     sampling = sampling or SamplingConfig()
     stats = stats if stats is not None else GenerationStats()
     if tokenizer.pad_token is None:
@@ -87,7 +86,7 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
         return results
     if any(not ids for ids in encoded):
         raise CotlabError("cannot generate from an empty prompt")
-    bar = tqdm(total=len(prompts) * sampling.k, desc="generating", disable=not progress, leave=False)
+    bar = progress_bar(len(prompts) * sampling.k, "generating", disable=not progress, unit="sequences")
     decoder = _SlotDecoder(model, encoded, sampling, _stop_ids(tokenizer, model))
     start = time.perf_counter()
     try:
