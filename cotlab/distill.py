@@ -77,7 +77,7 @@ def _sample_and_log(teacher, records, conversations, sampling, log_path, config,
         chunk = todo[start : start + chunk_size]
         outputs = teacher.complete([c for _, c in chunk], sampling)
         for (record, _), samples in zip(chunk, outputs):
-            append_jsonl(log_path, judge(record, samples))
+            append_jsonl(log_path, {**judge(record, samples), "backend": getattr(teacher, "backend", None)})
         bar.update(len(chunk))
     bar.close()
     by_id = {row["source_id"]: row for row in read_jsonl(log_path)}
@@ -230,6 +230,9 @@ def data_card(name: str, rows: list[dict], log_rows: list[dict] | None = None) -
         card["correct_rate"] = sum(log["correct_rate"] for log in log_rows) / len(log_rows)
         card["acceptance"] = sum(log["acceptance"] for log in log_rows) / len(log_rows)
         card["questions_with_a_kept_rationale"] = sum(bool(log["accepted"]) for log in log_rows) / len(log_rows)
+        # What sampled the chains: hf, vllm or http ("hf+vllm" when a resumed run changed backend).
+        backends = sorted({log.get("backend") or "hf" for log in log_rows})
+        card["backend"] = "+".join(backends)
     return card
 
 
