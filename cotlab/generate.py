@@ -378,36 +378,45 @@ def vllm_model(model: str, adapter: str | None = None) -> tuple[str, str | None]
     return resolve_model(model), adapter
 
 
+def vllm_engine(model_path: str, adapter: str | None = None, seed: int = 0):
+    """A vLLM engine for the model (and LoRA adapter) by path.  vLLM reserves a share of the whole
+    GPU and refuses to start when that is not free: a notebook kernel may still hold a model it
+    trained, so it asks for 90% of what is free, not of the GPU."""
+    from vllm import LLM
+
+    options = {"enable_lora": True, "max_lora_rank": vllm_lora_rank(adapter)} if adapter else {}
+    free, total = torch.cuda.mem_get_info()
+    return LLM(model=model_path, seed=seed, dtype=vllm_dtype(), gpu_memory_utilization=round(0.9 * free / total, 3), **options)
+
+
 def vllm_generate(model_path: str, prompts: list[str], sampling: SamplingConfig | None = None,
-                  adapter: str | None = None, stats: GenerationStats | None = None, progress: bool = True) -> list[list[Completion]]:
-    """The same contract as `generate`, with vLLM (GPU only): use for large evaluations and sweeps."""
+                  adapter: str | None = None, stats: GenerationStats | None = None, progress: bool = True,
+                  engine=None) -> list[list[Completion]]:
+    """The same contract as `generate`, with vLLM (GPU only): use for large evaluations and sweeps.
+    `engine`: one from `vllm_engine` to reuse (a teacher sampling chunk after chunk: starting one
+    takes a minute); without it one is started here and shut down after."""
     import gc
 
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
     sampling = sampling or SamplingConfig()
     stats = stats if stats is not None else GenerationStats()
     lora = None
-    options = {}
     if adapter:
         from vllm.lora.request import LoRARequest
 
         lora = LoRARequest("adapter", 1, adapter)
-        options = {"enable_lora": True, "max_lora_rank": vllm_lora_rank(adapter)}
-    free, total = torch.cuda.mem_get_info()
-    # vLLM reserves a share of the whole GPU and refuses to start when that is not free: a notebook
-    # kernel may still hold a model it trained, so ask for 90% of what is free, not of the GPU.
-    llm = LLM(model=model_path, seed=sampling.seed, dtype=vllm_dtype(),
-              gpu_memory_utilization=round(0.9 * free / total, 3), **options)
+    llm = engine or vllm_engine(model_path, adapter, sampling.seed)
     params = SamplingParams(n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
                             max_tokens=sampling.max_new_tokens, seed=sampling.seed)
     start = time.perf_counter()
     try:
         outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=progress)
     finally:
-        del llm  # the engine's memory goes back before the kernel trains or loads the next model
-        gc.collect()
-        torch.cuda.empty_cache()
+        if engine is None:  # the engine's memory goes back before the kernel trains or loads the next model
+            del llm
+            gc.collect()
+            torch.cuda.empty_cache()
     stats.seconds += time.perf_counter() - start
     results = []
     for output in outputs:
@@ -439,11 +448,12 @@ def vllm_lora_rank(adapter: str) -> int:
 
 
 def generate_with(backend: str, prompts: list[str], sampling: SamplingConfig, *, loaded=None, model: str | None = None,
-                  adapter: str | None = None, progress: bool = True, stats: GenerationStats | None = None) -> list[list[Completion]]:
+                  adapter: str | None = None, engine=None, progress: bool = True,
+                  stats: GenerationStats | None = None) -> list[list[Completion]]:
     """k completions per prompt with a backend `choose_backend` returned: hf on the `loaded`
-    (model, tokenizer), vllm on `model` + `adapter` by path."""
+    (model, tokenizer), vllm on `model` + `adapter` by path (in `engine` when one is given)."""
     if backend == "vllm":
         path, lora = vllm_model(model, adapter)
-        return vllm_generate(path, prompts, sampling, lora, stats, progress=progress)
+        return vllm_generate(path, prompts, sampling, lora, stats, progress=progress, engine=engine)
     lm, tokenizer = loaded
     return generate(lm, tokenizer, prompts, sampling, progress=progress, stats=stats)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cotlab import CotlabError
-from cotlab.generate import Completion, GenerationStats, SamplingConfig, choose_backend, generate_with
+from cotlab.generate import Completion, GenerationStats, SamplingConfig, choose_backend, generate_with, vllm_engine, vllm_model
 from cotlab.models import load_model, load_tokenizer, trained_in_4bit
 from cotlab.prompts import render_prompt
 from cotlab.distill import rationale_row, strip_answer
@@ -33,6 +33,7 @@ class LocalTeacher:
         self.name = model + (f"+{Path(adapter).name}" if adapter else "")
         self.model_name, self.adapter = model, adapter
         self.backend = choose_backend(backend, trained_in_4bit(adapter))
+        self.engine = None  # vLLM's, started on the first call and kept: distillation calls once a chunk
         if self.backend == "vllm":
             self.model, self.tokenizer = None, load_tokenizer(model)
         else:
@@ -41,8 +42,10 @@ class LocalTeacher:
 
     def complete(self, conversations: list[list[dict]], sampling: SamplingConfig, progress: bool = False) -> list[list[Completion]]:
         prompts = [render_prompt(self.tokenizer, c) for c in conversations]
+        if self.backend == "vllm" and self.engine is None:
+            self.engine = vllm_engine(*vllm_model(self.model_name, self.adapter), seed=sampling.seed)
         return generate_with(self.backend, prompts, sampling, loaded=(self.model, self.tokenizer), model=self.model_name,
-                             adapter=self.adapter, progress=progress, stats=self.stats)
+                             adapter=self.adapter, engine=self.engine, progress=progress, stats=self.stats)
 
 
 class HTTPTeacher:

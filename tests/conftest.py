@@ -38,7 +38,8 @@ def run_cli(*args, cwd=None, timeout=600):
 @pytest.fixture
 def fake_vllm(monkeypatch):
     """A stand-in `vllm` package and a GPU that says it is there: what cotlab hands vLLM is recorded
-    (`calls`: each LLM's arguments, prompts, sampling parameters and LoRA request) and every prompt
+    (`calls`: each LLM's arguments, its last prompts, sampling parameters and LoRA request, and how
+    many times it generated) and every prompt
     gets `k` answers "<answer>7</answer>" of three tokens that stopped on their own."""
     import importlib.machinery
     import types
@@ -53,7 +54,7 @@ def fake_vllm(monkeypatch):
             calls.append({"model": model, **options})
 
         def generate(self, prompts, params, lora_request=None, use_tqdm=True):
-            calls[-1].update(prompts=list(prompts), params=params, lora=lora_request)
+            calls[-1].update(prompts=list(prompts), params=params, lora=lora_request, generated=calls[-1].get("generated", 0) + 1)
             choice = SimpleNamespace(text=" <answer>7</answer> ", token_ids=[1, 2, 3], finish_reason="stop")
             return [SimpleNamespace(outputs=[choice] * params.n) for _ in prompts]
 

@@ -112,9 +112,10 @@ def test_a_vllm_teacher_samples_with_vllm_and_the_data_card_says_so(fake_vllm, r
     teacher = LocalTeacher("tiny-random", backend="vllm")
     assert teacher.backend == "vllm" and teacher.model is None  # vLLM loads the model itself
     logs = reject_sample(teacher, records[:3], SamplingConfig(max_new_tokens=8, temperature=1.0, k=2), tmp_path / "r.log.jsonl",
-                         progress=False)
-    (call,) = fake_vllm
-    assert call["model"] == str(tiny_random_checkpoint()) and call["params"].n == 2 and len(call["prompts"]) == 3
+                         chunk_size=2, progress=False)
+    (call,) = fake_vllm  # one engine for both chunks: starting one takes a minute
+    assert call["model"] == str(tiny_random_checkpoint()) and call["generated"] == 2
+    assert call["params"].n == 2 and len(call["prompts"]) == 1  # the last chunk
     assert all(len(log["samples"]) == 2 for log in logs) and teacher.stats.tokens == 3 * 2 * 3
     assert data_card("d", accepted(logs), logs)["backend"] == "vllm"
 
