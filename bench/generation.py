@@ -1,12 +1,14 @@
 """cotlab's generation vs what a user would write: `model.generate` on one left-padded fp32 batch.
 
-    python bench/generation.py [--model embedded] [--n 64] [--max-new-tokens 64] [--repeats 3] [--bf16] [--out FILE]
+    python bench/generation.py [--model embedded] [--n 64] [--max-new-tokens 64] [--repeats 3] [--bf16] [--backend hf|vllm|both] [--out FILE]
 
 Greedy decoding on the same questions.  "plain batched" left-pads all n prompts into one batch
 and calls `model.generate`; "cotlab" is `cotlab.generate.generate` (shared prompt prefix,
 finished rows leave, free slots refill) in the dtype the policy picks; --bf16 adds cotlab in
-bf16.  Configurations alternate, `--repeats` times each, and each row reports the median and
-range of tokens/s; `greedy_agreement` is the share of questions whose extracted final answer is
+bf16.  --backend both adds a "vllm" row (`cotlab.generate.vllm_generate`, a GPU with vLLM
+installed; the engine's start-up is not timed), --backend vllm has it in place of cotlab's rows.
+Configurations alternate, `--repeats` times each, and each row reports the median and range of
+tokens/s; `greedy_agreement` is the share of questions whose extracted final answer is
 the same as plain batched fp32's.
 """
 
@@ -52,17 +54,38 @@ def cotlab_generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -
     return [c[0].text for c in out], stats.tokens, stats.seconds
 
 
+def vllm_row_generate(model_path: str, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list[str], int, float]:
+    """`cotlab_generate`'s contract with vLLM, on the model by path (vLLM loads its own copy)."""
+    from cotlab.generate import GenerationStats, SamplingConfig, vllm_generate
+
+    stats = GenerationStats()
+    out = vllm_generate(model_path, prompts, SamplingConfig(max_new_tokens=max_new_tokens, batch_size=len(prompts)), stats=stats,
+                        progress=False)
+    return [c[0].text for c in out], stats.tokens, stats.seconds
+
+
 def main() -> None:
     parser = bench_parser()
     parser.add_argument("--n", type=int, default=64, help="questions, all in one batch")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration, alternating configurations")
     parser.add_argument("--bf16", action="store_true", help="also run cotlab's path in bf16 (CPUs with bf16 instructions, GPUs)")
+    parser.add_argument("--backend", choices=["hf", "vllm", "both"], default="hf",
+                        help="hf: cotlab's decoder; vllm: a vLLM row instead; both: a vLLM row beside cotlab's (vLLM needs a GPU)")
     args = parser.parse_args()
+    from cotlab import CotlabError
+    from cotlab.generate import choose_backend
+
+    if args.backend != "hf":
+        try:
+            choose_backend("vllm")
+        except CotlabError as e:
+            raise SystemExit(f"bench/generation.py: --backend {args.backend}: {e}") from None
 
     import torch
 
     from cotlab.data import load_records
+    from cotlab.generate import vllm_dtype, vllm_model
     from cotlab.models import load_model, resolve_dtype
     from cotlab.prompts import build_messages, render_prompt
     from cotlab.verify import extract_answer
@@ -73,6 +96,9 @@ def main() -> None:
                fp32 if auto == torch.float32 else load_model(args.model, dtype=auto)[0], cotlab_generate)]
     if args.bf16 and auto != torch.bfloat16:
         configs.append(("cotlab", "bfloat16", load_model(args.model, dtype="bfloat16")[0], cotlab_generate))
+    if args.backend != "hf":
+        configs = configs[:1] if args.backend == "vllm" else configs
+        configs.append(("vllm", vllm_dtype(), vllm_model(args.model)[0], vllm_row_generate))
     prompts = [render_prompt(tokenizer, build_messages(r.question, "think")) for r in load_records(args.data, n=args.n, split="test")]
     speeds: list[list[float]] = [[] for _ in configs]
     answers, tokens = [None] * len(configs), [0] * len(configs)

@@ -37,6 +37,12 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, k: int = 1, temperat
     parser.add_argument("--seed", type=int, default=0)
 
 
+def add_backend_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto",
+                        help=f"what generates {what}: hf (cotlab's batched decoder), vllm (GPU, vLLM installed), "
+                             "auto (vllm when it can run, else hf)")
+
+
 def sampling_from(args):
     from cotlab.generate import SamplingConfig
 
@@ -49,8 +55,7 @@ def sampling_from(args):
 
 def cmd_eval(args) -> int:
     from cotlab.data import load_records, split_label
-    from cotlab.evaluate import evaluate, write_eval
-    from cotlab.models import load_model
+    from cotlab.evaluate import evaluate_to
     from cotlab.prompts import check_style, exemplars_from
 
     check_style(args.style)
@@ -63,12 +68,13 @@ def cmd_eval(args) -> int:
     exemplars = None
     if args.style == "few_shot_cot" and split.startswith("hash:"):
         exemplars = exemplars_from(load_records(args.data, n=3, split="train", seed=args.seed))
-    model, tokenizer = load_model(args.model, adapter=args.adapter)
-    result = evaluate(model, tokenizer, records, style=args.style, sampling=sampling_from(args), exemplars=exemplars)
-    write_eval(out, result, model=args.model, adapter=args.adapter, data=args.data, split=split, seed=args.seed)
+    result = evaluate_to(out, records, model=args.model, adapter=args.adapter, style=args.style, sampling=sampling_from(args),
+                         exemplars=exemplars, backend=args.backend, data=args.data, split=split, seed=args.seed)
     s = result.summary
-    print(f"accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} (lenient {s['accuracy_lenient']:.3f}) "
-          f"on {s['n']} questions ({split}); mean completion {s['mean_completion_tokens']:.1f} tokens; {s['tokens_per_second']} tokens/s")
+    low, high = s["interval"]
+    print(f"accuracy {s['accuracy']:.3f} (Wilson 95% {low:.3f}–{high:.3f}; lenient {s['accuracy_lenient']:.3f}) "
+          f"on {s['n']} questions ({split}); mean completion {s['mean_completion_tokens']:.1f} tokens; "
+          f"{s['tokens_per_second']} tokens/s with the {s['backend']} backend")
     print(f"wrote {out}/predictions.jsonl and {out}/summary.json")
     return 0
 
@@ -130,12 +136,13 @@ def cmd_distill(args) -> int:
     from cotlab.teachers import teacher_from
 
     records = load_records(args.data, n=args.n, split=training_split(args.data), seed=args.seed)
-    teacher = teacher_from(args.teacher, args.teacher_url, args.api_key, args.concurrency)
+    teacher = teacher_from(args.teacher, args.teacher_url, args.api_key, args.concurrency, backend=args.backend)
     card = distill_to(args.out, records, teacher, sampling_from(args), args.name, args.max_per_question,
                       args.chunk_size, use_star=args.star)
     stats = getattr(teacher, "stats", None)
     if stats is not None and stats.seconds:
-        print(f"generated {stats.tokens} tokens in {stats.seconds:.1f}s ({stats.tokens_per_second:.1f} tokens/s)")
+        print(f"generated {stats.tokens} tokens in {stats.seconds:.1f}s ({stats.tokens_per_second:.1f} tokens/s) "
+              f"with the {teacher.backend} backend")
     out = Path(args.out) / args.name
     print(json.dumps({k: v for k, v in card.items() if k != "rationale_words"}))
     print(f"wrote {out} (datasets), {out}.jsonl and {out}.card.json")
@@ -234,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", default="think", help="direct, zero_shot_cot, few_shot_cot or think")
     p.add_argument("--out", help="output folder (must not hold an earlier evaluation)")
     add_sampling_arguments(p)
+    add_backend_argument(p, "the completions")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("run", help="execute the numbered notebooks with papermill into a fresh run directory")
@@ -276,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="distilled")
     p.add_argument("--out", required=True, help="output folder; rerunning with the same parameters resumes")
     add_sampling_arguments(p, k=4, temperature=0.7)
+    add_backend_argument(p, "a local teacher's samples")
     p.set_defaults(func=cmd_distill)
     return parser
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from cotlab import CotlabError
 from cotlab.generate import SamplingConfig
 from cotlab.io import append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail, write_jsonl
+from cotlab.progress import progress_bar
 from cotlab.prompts import build_messages, sft_example
 from cotlab.chains import check_steps, prune_to_calculations
 from cotlab.verify import extract_answer, is_correct
@@ -69,16 +70,14 @@ def _resume(log_path: Path, config: dict) -> set[str]:
 
 
 def _sample_and_log(teacher, records, conversations, sampling, log_path, config, judge, chunk_size, progress):
-    from tqdm.auto import tqdm
-
     done = _resume(log_path, config)
     todo = [(r, c) for r, c in zip(records, conversations) if r.id not in done]
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=config["method"], disable=not progress, leave=False)
+    bar = progress_bar(len(records), config["method"], disable=not progress, initial=len(records) - len(todo), unit="questions")
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
         outputs = teacher.complete([c for _, c in chunk], sampling)
         for (record, _), samples in zip(chunk, outputs):
-            append_jsonl(log_path, judge(record, samples))
+            append_jsonl(log_path, {**judge(record, samples), "backend": getattr(teacher, "backend", None)})
         bar.update(len(chunk))
     bar.close()
     by_id = {row["source_id"]: row for row in read_jsonl(log_path)}
@@ -231,6 +230,9 @@ def data_card(name: str, rows: list[dict], log_rows: list[dict] | None = None) -
         card["correct_rate"] = sum(log["correct_rate"] for log in log_rows) / len(log_rows)
         card["acceptance"] = sum(log["acceptance"] for log in log_rows) / len(log_rows)
         card["questions_with_a_kept_rationale"] = sum(bool(log["accepted"]) for log in log_rows) / len(log_rows)
+        # What sampled the chains: hf, vllm or http ("hf+vllm" when a resumed run changed backend).
+        backends = sorted({log.get("backend") or "hf" for log in log_rows})
+        card["backend"] = "+".join(backends)
     return card
 
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cotlab import CotlabError
-from cotlab.generate import GenerationStats, SamplingConfig, generate
+from cotlab.generate import GenerationStats, SamplingConfig, choose_backend, generate, generate_with, vllm_dtype
 from cotlab.io import atomic_write_json, read_jsonl, set_aside, write_jsonl
-from cotlab.models import load_model, trained_in_4bit, weights_digest, weights_dtype
+from cotlab.models import load_model, load_tokenizer, trained_in_4bit, weights_digest, weights_dtype
 from cotlab.prompts import build_messages, render_prompt
 from cotlab.stats import wilson_interval
 from cotlab.verify import format_ok, grade, is_correct
@@ -59,19 +59,40 @@ class EvalResult:
 
 def evaluate(model, tokenizer, records, style: str = "think", sampling: SamplingConfig | None = None,
              exemplars=None, progress: bool = True) -> EvalResult:
-    """Generate k completions per record and score them.
+    """Generate k completions per record with cotlab's decoder on a loaded model, and score them
+    (`score_completions`).  `evaluate_vllm` is the same with vLLM on a model given by path."""
+    sampling = sampling or SamplingConfig()
+    stats = GenerationStats()
+    completions = generate(model, tokenizer, eval_prompts(tokenizer, records, style, exemplars), sampling, progress=progress, stats=stats)
+    return score_completions(records, completions, style, sampling, stats, dtype=weights_dtype(model), backend="hf")
+
+
+def evaluate_vllm(model: str, records, adapter: str | None = None, style: str = "think", sampling: SamplingConfig | None = None,
+                  exemplars=None, progress: bool = True) -> EvalResult:
+    """`evaluate` with vLLM (GPU): the model by name or path, an adapter chain merged first
+    (`cotlab.generate.vllm_model`)."""
+    sampling = sampling or SamplingConfig()
+    stats = GenerationStats()
+    prompts = eval_prompts(load_tokenizer(model), records, style, exemplars)
+    completions = generate_with("vllm", prompts, sampling, model=model, adapter=adapter, progress=progress, stats=stats)
+    return score_completions(records, completions, style, sampling, stats, dtype=vllm_dtype(), backend="vllm")
+
+
+def eval_prompts(tokenizer, records, style: str, exemplars=None) -> list[str]:
+    if not records:
+        raise CotlabError("nothing to evaluate: the record list is empty")
+    return [render_prompt(tokenizer, build_messages(r.question, style, exemplars)) for r in records]
+
+
+def score_completions(records, completions, style: str, sampling: SamplingConfig, stats: GenerationStats, dtype: str,
+                      backend: str) -> EvalResult:
+    """Score k completions per record.
 
     `correct`/`prediction` describe the first sample (greedy when temperature is 0) under the
     strict reading (`verify.extract_answer(strict=True)`: no last-number fallback), and
     `correct_lenient`/`prediction_lenient` under the lenient one; with k > 1 each row also has
     every sample (strict), its majority vote, and pass@k.
     """
-    if not records:
-        raise CotlabError("nothing to evaluate: the record list is empty")
-    sampling = sampling or SamplingConfig()
-    prompts = [render_prompt(tokenizer, build_messages(r.question, style, exemplars)) for r in records]
-    stats = GenerationStats()
-    completions = generate(model, tokenizer, prompts, sampling, progress=progress, stats=stats)
     rows = []
     for record, samples in zip(records, completions):
         grades = [grade(record, s.text) for s in samples]
@@ -98,7 +119,7 @@ def evaluate(model, tokenizer, records, style: str = "think", sampling: Sampling
                 majority_correct=is_correct(record, vote),
             )
         rows.append(row)
-    return EvalResult(rows, {**summarize(rows, sampling, style, stats), "dtype": weights_dtype(model)})
+    return EvalResult(rows, {**summarize(rows, sampling, style, stats), "dtype": dtype, "backend": backend})
 
 
 def summarize(rows: list[dict], sampling: SamplingConfig, style: str, stats: GenerationStats | None = None) -> dict:
@@ -165,27 +186,36 @@ def questions_digest(records) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _made_with(model, adapter, style, exemplars, sampling: SamplingConfig, load_in_4bit) -> dict:
-    """What decides an evaluation's answers, apart from its questions."""
+def _made_with(model, adapter, style, exemplars, sampling: SamplingConfig, load_in_4bit, backend) -> dict:
+    """What decides an evaluation's answers, apart from its questions (the backend too: vLLM's
+    kernels round differently, so its greedy answers are not HF's)."""
+    load_in_4bit = trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit
     return {"model": model, "weights": weights_digest(adapter, model), "style": style,
             "exemplars": [list(e) for e in exemplars] if exemplars else None, "sampling": sampling.to_dict(),
-            "load_in_4bit": trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit}
+            "load_in_4bit": load_in_4bit, "backend": choose_backend(backend, load_in_4bit)}
+
+
+def _as_recorded(summary: dict) -> dict:
+    """A summary as `_made_with` would describe it: one written before the backend was recorded
+    was made by cotlab's own decoder, the only backend there was."""
+    return {"backend": "hf", **summary}
 
 
 def earlier_rows(out_dir: str | Path, records, model: str | None = None, adapter: str | None = None, style: str = "think",
-                 sampling: SamplingConfig | None = None) -> EvalResult | None:
+                 sampling: SamplingConfig | None = None, backend: str = "hf") -> EvalResult | None:
     """Another lesson's evaluation read back for `records` alone, without touching it: when out_dir
-    holds an evaluation of the same model, weights, style and greedy settings whose questions include
-    every one of `records` (a larger held-out set of the same task and data seed starts with the
-    smaller one), its rows for them, in their order, with a summary of those rows; else None.  Only
-    `batch_size` may differ: it sets how many sequences share a forward pass, not what they say.
-    Why not evaluate_to on that folder: an evaluation of other questions there would be set aside."""
+    holds an evaluation of the same model, weights, style, greedy settings and backend whose
+    questions include every one of `records` (a larger held-out set of the same task and data seed
+    starts with the smaller one), its rows for them, in their order, with a summary of those rows;
+    else None.  Only `batch_size` may differ: it sets how many sequences share a forward pass, not
+    what they say.  Why not evaluate_to on that folder: an evaluation of other questions there would
+    be set aside."""
     sampling = sampling or SamplingConfig()
     found = load_eval(out_dir)
     if found is None:
         return None
-    wanted = _made_with(model, adapter, style, None, sampling, None)
-    recorded = dict(found.summary)
+    wanted = _made_with(model, adapter, style, None, sampling, None, backend)
+    recorded = _as_recorded(found.summary)
     if isinstance(recorded.get("sampling"), dict):
         recorded["sampling"] = {**recorded["sampling"], "batch_size": sampling.batch_size}
     if any(recorded.get(key) != value for key, value in wanted.items()):
@@ -199,22 +229,27 @@ def earlier_rows(out_dir: str | Path, records, model: str | None = None, adapter
 
 def evaluate_to(out_dir: str | Path, records, model: str | None = None, adapter: str | None = None, loaded=None,
                 style: str = "think", sampling: SamplingConfig | None = None, exemplars=None, progress: bool = True,
-                load_in_4bit: bool | None = None, **context) -> EvalResult:
+                load_in_4bit: bool | None = None, backend: str = "hf", **context) -> EvalResult:
     """Evaluate and write the result to out_dir; when out_dir already holds this very evaluation
-    (same model, weights, questions, style, exemplars, sampling and quantisation: a resumed run,
-    or an earlier notebook's), read it back without loading the model.  An evaluation made
+    (same model, weights, questions, style, exemplars, sampling, quantisation and backend: a resumed
+    run, or an earlier notebook's), read it back without loading the model.  An evaluation made
     otherwise is set aside as out_dir.earlier-N, never overwritten, and redone; it says so.
-    load_in_4bit None: as the adapter was trained (`cotlab.models.load_model`)."""
+    load_in_4bit None: as the adapter was trained (`cotlab.models.load_model`).  backend: "hf",
+    "vllm" or "auto" (`cotlab.generate.choose_backend`); vLLM loads the model by name, not `loaded`."""
     sampling = sampling or SamplingConfig()
-    made_with = {**_made_with(model, adapter, style, exemplars, sampling, load_in_4bit), "questions_digest": questions_digest(records)}
+    made_with = {**_made_with(model, adapter, style, exemplars, sampling, load_in_4bit, backend), "questions_digest": questions_digest(records)}
     found = load_eval(out_dir)
     if found is not None:
-        differ = [key for key, value in made_with.items() if found.summary.get(key) != value]
+        recorded = _as_recorded(found.summary)
+        differ = [key for key, value in made_with.items() if recorded.get(key) != value]
         if not differ:
             return found
         print(f"{out_dir} held an evaluation made otherwise ({', '.join(differ)}): kept as {set_aside(out_dir)}, evaluating afresh")
-    lm, tokenizer = loaded or load_model(model, adapter=adapter, load_in_4bit=made_with["load_in_4bit"])
-    result = evaluate(lm, tokenizer, records, style=style, sampling=sampling, exemplars=exemplars, progress=progress)
+    if made_with["backend"] == "vllm":
+        result = evaluate_vllm(model, records, adapter, style=style, sampling=sampling, exemplars=exemplars, progress=progress)
+    else:
+        lm, tokenizer = loaded or load_model(model, adapter=adapter, load_in_4bit=made_with["load_in_4bit"])
+        result = evaluate(lm, tokenizer, records, style=style, sampling=sampling, exemplars=exemplars, progress=progress)
     context = {"adapter": adapter, **made_with, **context}
     write_eval(out_dir, result, **context)
     return EvalResult(result.rows, {**result.summary, **context})  # as a read-back would give it

@@ -15,7 +15,7 @@ from pathlib import Path
 from cotlab import CotlabError
 from cotlab.io import atomic_write_text
 from cotlab.layout import Run
-from cotlab.models import adapter_chain, hub_id, load_base, load_tokenizer
+from cotlab.models import adapter_chain, cache_dir, hub_id, load_base, load_tokenizer, publish, weights_digest
 
 
 def stage_adapter(run_dir: str | Path, stage: str) -> str:
@@ -58,6 +58,21 @@ def export_merged(adapter: str | Path, out: str | Path, dtype: str | None = None
             raise CotlabError(f"wrote {out}, but could not push it to the hub as {push_to_hub}: "
                               f"{type(e).__name__}: {lines[0] if lines else '(no message)'}") from None
     return out
+
+
+def merged_chain(adapter: str | Path) -> Path:
+    """`export_merged` of the adapter's chain into the cache, once per chain (by its weights'
+    digest, so a retrained stage gets a fresh folder): what a server that reads checkpoints
+    (vLLM) needs for a stage trained on top of another."""
+    import tempfile
+
+    target = cache_dir() / "merged" / f"{Path(trained_on(adapter)['model']).name}-{weights_digest(adapter)}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".merge-"))
+    export_merged(adapter, tmp)
+    return publish(tmp, target)
 
 
 def merged_card(model: str, chain: list[str], dtype) -> str:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from cotlab import CotlabError
+from cotlab.progress import progress_bar
 
 
 @dataclass
@@ -74,8 +75,6 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     cache keeps spare room, so a decode step writes its column in place instead of copying the
     whole cache.  bench/generation.py measures the whole against plain batched `model.generate`.
     """
-    from tqdm.auto import tqdm
-
     sampling = sampling or SamplingConfig()
     stats = stats if stats is not None else GenerationStats()
     if tokenizer.pad_token is None:
@@ -87,7 +86,7 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
         return results
     if any(not ids for ids in encoded):
         raise CotlabError("cannot generate from an empty prompt")
-    bar = tqdm(total=len(prompts) * sampling.k, desc="generating", disable=not progress, leave=False)
+    bar = progress_bar(len(prompts) * sampling.k, "generating", disable=not progress, unit="sequences")
     decoder = _SlotDecoder(model, encoded, sampling, _stop_ids(tokenizer, model))
     start = time.perf_counter()
     try:
@@ -326,29 +325,98 @@ def _insert_columns(tensor: torch.Tensor, at: int, columns: int, dim: int = 1) -
     return torch.cat([tensor.narrow(dim, 0, at), tensor.new_zeros(shape), tensor.narrow(dim, at, tensor.shape[dim] - at)], dim=dim)
 
 
-def vllm_available() -> bool:
+# Backends --------------------------------------------------------------------------------------
+
+BACKENDS = ("auto", "hf", "vllm")
+VLLM_INSTALL = "COTLAB_GPU_EXTRAS=full bash scripts/setup.sh"
+
+
+def vllm_missing() -> str | None:
+    """What the vLLM backend lacks here ("vLLM", "a CUDA GPU", both), or None when it can run."""
     import importlib.util
 
-    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+    missing = [] if importlib.util.find_spec("vllm") is not None else ["vLLM"]
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU")
+    return " and ".join(missing) or None
+
+
+def vllm_available() -> bool:
+    return vllm_missing() is None
+
+
+def choose_backend(backend: str = "auto", load_in_4bit: bool = False) -> str:
+    """The one place a generation backend is chosen: "hf" (cotlab's batched decoder, `generate`) or
+    "vllm" (`vllm_generate`).  "auto" takes vLLM when it is installed and a GPU is present, else hf.
+    A model meant to run on a 4-bit base (a QLoRA adapter) stays on hf: vLLM would score it on
+    full-precision weights it never learned to correct."""
+    if backend not in BACKENDS:
+        raise CotlabError(f"unknown generation backend {backend!r}: use {', '.join(BACKENDS)}")
+    if backend == "hf":
+        return "hf"
+    missing = vllm_missing()
+    if backend == "auto":
+        return "vllm" if missing is None and not load_in_4bit else "hf"
+    if missing:
+        raise CotlabError(f"the vllm backend needs {missing}, missing here: on a GPU machine run {VLLM_INSTALL} (or use backend hf)")
+    if load_in_4bit:
+        raise CotlabError("the vllm backend cannot run a 4-bit (QLoRA) model as it was trained: use backend hf")
+    return "vllm"
+
+
+def vllm_model(model: str, adapter: str | None = None) -> tuple[str, str | None]:
+    """(model path or hub id, LoRA adapter or None) for vLLM, which reads checkpoints, not loaded
+    models: the embedded model's converted folder (`cotlab.models.resolve_model`), and a lone
+    adapter as a LoRA.  An adapter trained on top of others (DPO on SFT) only means something with
+    its chain underneath, so the whole chain is merged into a cached folder (`cotlab.export`)."""
+    from cotlab.models import base_adapters, resolve_model
+
+    if adapter and base_adapters(adapter):
+        from cotlab.export import merged_chain
+
+        return str(merged_chain(adapter)), None
+    return resolve_model(model), adapter
+
+
+def vllm_engine(model_path: str, adapter: str | None = None, seed: int = 0):
+    """A vLLM engine for the model (and LoRA adapter) by path.  vLLM reserves a share of the whole
+    GPU and refuses to start when that is not free: a notebook kernel may still hold a model it
+    trained, so it asks for 90% of what is free, not of the GPU."""
+    from vllm import LLM
+
+    options = {"enable_lora": True, "max_lora_rank": vllm_lora_rank(adapter)} if adapter else {}
+    free, total = torch.cuda.mem_get_info()
+    return LLM(model=model_path, seed=seed, dtype=vllm_dtype(), gpu_memory_utilization=round(0.9 * free / total, 3), **options)
 
 
 def vllm_generate(model_path: str, prompts: list[str], sampling: SamplingConfig | None = None,
-                  adapter: str | None = None, stats: GenerationStats | None = None) -> list[list[Completion]]:
-    """The same contract as `generate`, with vLLM (GPU only): use for large evaluations and sweeps."""
-    from vllm import LLM, SamplingParams
+                  adapter: str | None = None, stats: GenerationStats | None = None, progress: bool = True,
+                  engine=None) -> list[list[Completion]]:
+    """The same contract as `generate`, with vLLM (GPU only): use for large evaluations and sweeps.
+    `engine`: one from `vllm_engine` to reuse (a teacher sampling chunk after chunk: starting one
+    takes a minute); without it one is started here and shut down after."""
+    import gc
+
+    from vllm import SamplingParams
 
     sampling = sampling or SamplingConfig()
     stats = stats if stats is not None else GenerationStats()
-    llm = LLM(model=model_path, enable_lora=adapter is not None, seed=sampling.seed)
-    params = SamplingParams(n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
-                            max_tokens=sampling.max_new_tokens, seed=sampling.seed)
     lora = None
     if adapter:
         from vllm.lora.request import LoRARequest
 
         lora = LoRARequest("adapter", 1, adapter)
+    llm = engine or vllm_engine(model_path, adapter, sampling.seed)
+    params = SamplingParams(n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p,
+                            max_tokens=sampling.max_new_tokens, seed=sampling.seed)
     start = time.perf_counter()
-    outputs = llm.generate(prompts, params, lora_request=lora)
+    try:
+        outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=progress)
+    finally:
+        if engine is None:  # the engine's memory goes back before the kernel trains or loads the next model
+            del llm
+            gc.collect()
+            torch.cuda.empty_cache()
     stats.seconds += time.perf_counter() - start
     results = []
     for output in outputs:
@@ -360,3 +428,32 @@ def vllm_generate(model_path: str, prompts: list[str], sampling: SamplingConfig 
             stats.sequences += 1
         results.append(completions)
     return results
+
+
+def vllm_dtype() -> str:
+    """The dtype vLLM computes in: the one cotlab's policy picks for the GPU (`default_dtype`)."""
+    from cotlab.models import default_dtype
+
+    return str(default_dtype("cuda")).removeprefix("torch.")
+
+
+def vllm_lora_rank(adapter: str) -> int:
+    """The smallest LoRA rank vLLM accepts that holds the adapter's (vLLM's default, 16, refuses a
+    rank-32 adapter)."""
+    import json
+    from pathlib import Path
+
+    rank = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16)
+    return next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
+
+
+def generate_with(backend: str, prompts: list[str], sampling: SamplingConfig, *, loaded=None, model: str | None = None,
+                  adapter: str | None = None, engine=None, progress: bool = True,
+                  stats: GenerationStats | None = None) -> list[list[Completion]]:
+    """k completions per prompt with a backend `choose_backend` returned: hf on the `loaded`
+    (model, tokenizer), vllm on `model` + `adapter` by path (in `engine` when one is given)."""
+    if backend == "vllm":
+        path, lora = vllm_model(model, adapter)
+        return vllm_generate(path, prompts, sampling, lora, stats, progress=progress, engine=engine)
+    lm, tokenizer = loaded
+    return generate(lm, tokenizer, prompts, sampling, progress=progress, stats=stats)

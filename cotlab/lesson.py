@@ -74,18 +74,20 @@ class StageScores:
     read back (`evaluate_to`): notebook 04 reuses notebook 02's."""
 
     def __init__(self, run: Run, model: str, held_out, sampling: SamplingConfig, task: str,
-                 ood=None, ood_sampling: SamplingConfig | None = None, ood_task: str | None = None):
+                 ood=None, ood_sampling: SamplingConfig | None = None, ood_task: str | None = None, backend: str = "hf"):
         self.run, self.model, self.held_out, self.sampling, self.task = run, model, held_out, sampling, task
+        self.backend = backend  # cotlab.generate.choose_backend: hf, vllm or auto
         self.ood, self.ood_sampling, self.ood_task = ood, ood_sampling, ood_task
         self.evaluations, self.ood_evaluations = {}, {}
 
     def score(self, stage: str, adapter: str | None = None):
         """Score `stage` (the model plus `adapter`; a QLoRA adapter on its own 4-bit base)."""
         self.evaluations[stage] = evaluate_to(self.run.evaluation_dir(stage), self.held_out, model=self.model, adapter=adapter,
-                                              sampling=self.sampling, data=self.task)
+                                              sampling=self.sampling, data=self.task, backend=self.backend)
         if self.ood is not None:
             self.ood_evaluations[stage] = evaluate_to(self.run.evaluation_dir(stage, ood=True), self.ood, model=self.model,
-                                                      adapter=adapter, sampling=self.ood_sampling, data=self.ood_task)
+                                                      adapter=adapter, sampling=self.ood_sampling, data=self.ood_task,
+                                                      backend=self.backend)
         return self.evaluations[stage]
 
     def figure(self, order: list[str], title: str, name: str):

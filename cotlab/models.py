@@ -115,7 +115,7 @@ def _gguf_dir() -> Path:
     return Path(spec.origin).parent
 
 
-def _publish(tmp: Path, target: Path) -> Path:
+def publish(tmp: Path, target: Path) -> Path:
     """Move a finished checkpoint into place; if another process won the race, keep theirs."""
     try:
         os.replace(tmp, target)
@@ -147,7 +147,7 @@ def embedded_checkpoint() -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    return _publish(tmp, target)
+    return publish(tmp, target)
 
 
 def tiny_random_checkpoint() -> Path:
@@ -181,7 +181,7 @@ def tiny_random_checkpoint() -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    return _publish(tmp, target)
+    return publish(tmp, target)
 
 
 def resolve_model(name: str) -> str:

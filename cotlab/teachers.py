@@ -17,24 +17,35 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cotlab import CotlabError
-from cotlab.generate import Completion, GenerationStats, SamplingConfig, generate
-from cotlab.models import load_model
+from cotlab.generate import Completion, GenerationStats, SamplingConfig, choose_backend, generate_with, vllm_engine, vllm_model
+from cotlab.models import load_model, load_tokenizer, trained_in_4bit
 from cotlab.prompts import render_prompt
 from cotlab.distill import rationale_row, strip_answer
 from cotlab.verify import extract_answer, is_correct
 
 
 class LocalTeacher:
-    """A local HF model (the embedded model by default; any hub id or folder on a GPU)."""
+    """A local model (the embedded model by default; any hub id or folder on a GPU), sampled by
+    cotlab's decoder or, with backend "vllm" (or "auto" where vLLM runs), by vLLM; `backend` says
+    which (`cotlab.generate.choose_backend`).  vLLM loads the model itself: `model` is then None."""
 
-    def __init__(self, model: str = "embedded", adapter: str | None = None, loaded=None):
+    def __init__(self, model: str = "embedded", adapter: str | None = None, loaded=None, backend: str = "hf"):
         self.name = model + (f"+{Path(adapter).name}" if adapter else "")
-        self.model, self.tokenizer = loaded or load_model(model, adapter=adapter)
+        self.model_name, self.adapter = model, adapter
+        self.backend = choose_backend(backend, trained_in_4bit(adapter))
+        self.engine = None  # vLLM's, started on the first call and kept: distillation calls once a chunk
+        if self.backend == "vllm":
+            self.model, self.tokenizer = None, load_tokenizer(model)
+        else:
+            self.model, self.tokenizer = loaded or load_model(model, adapter=adapter)
         self.stats = GenerationStats()
 
     def complete(self, conversations: list[list[dict]], sampling: SamplingConfig, progress: bool = False) -> list[list[Completion]]:
         prompts = [render_prompt(self.tokenizer, c) for c in conversations]
-        return generate(self.model, self.tokenizer, prompts, sampling, progress=progress, stats=self.stats)
+        if self.backend == "vllm" and self.engine is None:
+            self.engine = vllm_engine(*vllm_model(self.model_name, self.adapter), seed=sampling.seed)
+        return generate_with(self.backend, prompts, sampling, loaded=(self.model, self.tokenizer), model=self.model_name,
+                             adapter=self.adapter, engine=self.engine, progress=progress, stats=self.stats)
 
 
 class HTTPTeacher:
@@ -48,6 +59,7 @@ class HTTPTeacher:
         self.name = f"http:{model}"
         self.model, self.api_key = model, api_key
         self.timeout, self.max_retries, self.concurrency = timeout, max_retries, concurrency
+        self.backend = "http"
         self.stats = GenerationStats()
 
     def _request(self, messages: list[dict], sampling: SamplingConfig, seed: int) -> Completion:
@@ -99,9 +111,10 @@ class GoldTeacher:
         return rows
 
 
-def teacher_from(spec: str, url: str | None = None, api_key: str | None = None, concurrency: int = 4):
+def teacher_from(spec: str, url: str | None = None, api_key: str | None = None, concurrency: int = 4, backend: str = "hf"):
+    """A teacher from the CLI's words; `backend` is for a local model (a server or gold set has its own)."""
     if url:
         return HTTPTeacher(url, spec, api_key=api_key, concurrency=concurrency)
     if spec == "gold":
         return GoldTeacher()
-    return LocalTeacher(spec)
+    return LocalTeacher(spec, backend=backend)

@@ -19,6 +19,7 @@ trainer; then what every stage shares (`provenance`, reuse and resumption, `run_
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -37,6 +38,7 @@ from cotlab.models import (BASE_ADAPTERS_FILE, adapter_chain, base_adapters_reco
                            weights_digest, weights_dtype)
 from cotlab.recipes import (BOOKKEEPING_FIELDS, SCHEDULE_FIELDS, DistillRecipe, DPORecipe, GRPORecipe, SFTRecipe, changed_fields,
                             lora_config)
+from cotlab.progress import TextProgress, text_progress_wanted
 
 
 class Built(NamedTuple):
@@ -313,14 +315,38 @@ def start_or_resume(trainer, recipe, fingerprint: dict) -> str | None:
 
 def text_progress_in_batch_logs(trainer) -> None:
     """Under `cotlab run` with its output going to a log file, a notebook's HTML progress bar shows
-    nothing: draw the terminal's text bar (with its ETA) instead, which papermill copies into the log."""
-    if os.environ.get("COTLAB_TEXT_PROGRESS") != "1":
+    nothing, and so does the Trainer's "text" bar: it is tqdm.auto's, a widget again inside a
+    kernel.  Print the progress as lines instead (`cotlab.progress`: steps, rate and ETA at least
+    every COTLAB_PROGRESS_SECONDS), which papermill copies into the log."""
+    if not text_progress_wanted():
         return
     from transformers.trainer_callback import ProgressCallback
     from transformers.utils.notebook import NotebookProgressCallback
 
-    if trainer.pop_callback(NotebookProgressCallback) is not None:
-        trainer.add_callback(ProgressCallback)
+    if trainer.pop_callback(NotebookProgressCallback) is not None or trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_text_progress_callback_class())
+
+
+@functools.cache
+def _text_progress_callback_class():
+    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_utils import has_length
+
+    class TextProgressCallback(ProgressCallback):
+        """ProgressCallback (its logged metrics too) with `cotlab.progress.TextProgress` for bars."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:  # a resumed run counts its rate and ETA from where it resumed
+                self.training_bar = TextProgress(state.max_steps, "training", initial=state.global_step, unit="steps")
+            self.current_step = state.global_step
+
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+            if state.is_world_process_zero and has_length(eval_dataloader):
+                if self.prediction_bar is None:
+                    self.prediction_bar = TextProgress(len(eval_dataloader), "evaluating", unit="batches")
+                self.prediction_bar.update(1)
+
+    return TextProgressCallback
 
 
 def run_trainer(trainer, recipe, stage: str, extra: dict | None, start: Provenance) -> dict:

@@ -30,6 +30,14 @@ def test_generation_bench(tmp_path):
     assert "ratio_vs_plain_batched" in table and result["environment"]["versions"]["torch"]
 
 
+def test_generation_bench_refuses_a_vllm_row_without_vllm(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "generation.py"), "--model", "tiny-random", "--backend", "both",
+                             "--out", str(tmp_path / "g.json")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode != 0 and "Traceback" not in result.stderr and not (tmp_path / "g.json").exists()
+    [line] = result.stderr.strip().splitlines()
+    assert "--backend both" in line and "vLLM" in line and "COTLAB_GPU_EXTRAS=full bash scripts/setup.sh" in line
+
+
 @pytest.mark.slow
 def test_sft_bench(tmp_path):
     result, table = run_bench("sft", "--steps", "2", "--batch", "2", "--qlora", "--eval-n", "3", "--max-new-tokens", "4", "--repeats", "1",

@@ -17,6 +17,10 @@ def test_eval_end_to_end_on_the_tiny_model(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 3 and summary["model"] == "tiny-random" and summary["data"] == CHAIN_SUM
     assert "accuracy" in summary and "mean_completion_tokens" in summary and summary["sampling"]["max_new_tokens"] == 8
+    # The printed accuracy carries its Wilson 95% interval (not ± a standard error), and which backend generated.
+    low, high = summary["interval"]
+    assert f"accuracy {summary['accuracy']:.3f} (Wilson 95% {low:.3f}–{high:.3f}" in result.stdout and "±" not in result.stdout
+    assert summary["backend"] == "hf" and "with the hf backend" in result.stdout  # --backend auto, and no vLLM here
 
     # A second evaluation into the same folder is refused and leaves the first untouched.
     before = (out / "summary.json").read_text()
@@ -40,6 +44,9 @@ def test_eval_reads_gsm8k_jsonl(tmp_path):
     (["eval", "--data", CHAIN_SUM, "--model", "./no-such-model"], "unknown model './no-such-model'"),
     (["eval", "--data", CHAIN_SUM, "--n", "0"], "expected a positive integer"),
     (["eval", "--data", CHAIN_SUM, "--n", "-3"], "expected a positive integer"),
+    (["eval", "--data", CHAIN_SUM, "--model", "tiny-random", "--backend", "vllm"], "the vllm backend needs vLLM"),
+    (["distill", "--data", CHAIN_SUM, "--teacher", "tiny-random", "--backend", "vllm", "--out", "d"], "the vllm backend needs vLLM"),
+    (["eval", "--data", CHAIN_SUM, "--backend", "tensorrt"], "invalid choice: 'tensorrt'"),
     (["run", "--profile", "nope"], "unknown profile 'nope'"),
     (["run", "--profile", "smoke", "-p", "no_such_param=1"], "unknown parameter(s) no_such_param"),
     (["run", "--resume", "/tmp"], "not a cotlab run directory"),
@@ -54,6 +61,15 @@ def test_bad_input_gives_one_line_error(args, message, tmp_path):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_eval_and_distill_take_a_generation_backend():
+    from cotlab.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["eval", "--data", CHAIN_SUM]).backend == "auto"
+    assert parser.parse_args(["eval", "--data", CHAIN_SUM, "--backend", "hf"]).backend == "hf"
+    assert parser.parse_args(["distill", "--data", CHAIN_SUM, "--out", "d", "--backend", "vllm"]).backend == "vllm"
 
 
 def test_malformed_jsonl_line_through_the_cli(tmp_path):

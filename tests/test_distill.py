@@ -14,7 +14,7 @@ import pytest
 
 from cotlab import CotlabError
 from cotlab.data import load_records
-from cotlab.distill import accepted, mix_long_short, reject_sample, save_dataset, shorten
+from cotlab.distill import accepted, data_card, mix_long_short, reject_sample, save_dataset, shorten
 from cotlab.teachers import GoldTeacher, HTTPTeacher, LocalTeacher
 from cotlab.generate import SamplingConfig
 from cotlab.io import read_jsonl
@@ -103,6 +103,21 @@ def test_rejection_sampling_logs_every_question_and_resumes(records, tiny, tmp_p
     assert accepted(both) == [row for r in both for row in r["accepted"]]
     with pytest.raises(CotlabError, match="other parameters"):
         reject_sample(teacher, records, SamplingConfig(max_new_tokens=9, temperature=1.0, k=2), log, progress=False)
+    assert data_card("d", accepted(both), both)["backend"] == "hf"
+
+
+def test_a_vllm_teacher_samples_with_vllm_and_the_data_card_says_so(fake_vllm, records, tmp_path):
+    from cotlab.models import tiny_random_checkpoint
+
+    teacher = LocalTeacher("tiny-random", backend="vllm")
+    assert teacher.backend == "vllm" and teacher.model is None  # vLLM loads the model itself
+    logs = reject_sample(teacher, records[:3], SamplingConfig(max_new_tokens=8, temperature=1.0, k=2), tmp_path / "r.log.jsonl",
+                         chunk_size=2, progress=False)
+    (call,) = fake_vllm  # one engine for both chunks: starting one takes a minute
+    assert call["model"] == str(tiny_random_checkpoint()) and call["generated"] == 2
+    assert call["params"].n == 2 and len(call["prompts"]) == 1  # the last chunk
+    assert all(len(log["samples"]) == 2 for log in logs) and teacher.stats.tokens == 3 * 2 * 3
+    assert data_card("d", accepted(logs), logs)["backend"] == "vllm"
 
 
 @pytest.mark.slow

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from cotlab import CotlabError
@@ -251,3 +254,136 @@ def test_earlier_rows_reads_a_larger_evaluation_back_for_fewer_questions_without
     assert earlier_rows(tmp_path / "e", load_records(CHAIN_SUM, n=6, split="test"), model="tiny-random", sampling=sampling) is None
     assert earlier_rows(tmp_path / "nothing", records, model="tiny-random", sampling=sampling) is None
     assert load_eval(tmp_path / "e").rows == whole.rows and not (tmp_path / "e.earlier-1").exists()
+
+
+# Backends ---------------------------------------------------------------------------------------
+
+
+def test_auto_backend_is_hf_without_vllm_and_the_summary_says_so(tiny, tmp_path):
+    from cotlab.evaluate import evaluate_to
+    from cotlab.generate import choose_backend
+
+    assert choose_backend("auto") == "hf" and choose_backend("hf") == "hf"
+    records = load_records(CHAIN_SUM, n=2, split="test")
+    sampling = SamplingConfig(max_new_tokens=4, batch_size=2)
+    result = evaluate_to(tmp_path / "e", records, model="tiny-random", loaded=tiny, sampling=sampling, backend="auto")
+    assert result.summary["backend"] == "hf"
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["backend"] == "hf"
+    # An evaluation written before backends were recorded was made by hf: still read back as this one.
+    path = tmp_path / "e" / "summary.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "backend"}))
+    again = evaluate_to(tmp_path / "e", records, model="tiny-random", sampling=sampling, backend="hf")
+    assert again.rows == result.rows and not (tmp_path / "e.earlier-1").exists()
+
+
+def test_the_vllm_backend_without_vllm_is_a_one_line_error():
+    from cotlab.generate import choose_backend, vllm_available
+
+    assert not vllm_available()  # this CPU machine has neither vLLM nor a GPU
+    with pytest.raises(CotlabError) as error:
+        choose_backend("vllm")
+    message = str(error.value)
+    assert "\n" not in message and "vLLM" in message and "COTLAB_GPU_EXTRAS=full bash scripts/setup.sh" in message
+    with pytest.raises(CotlabError, match="unknown generation backend"):
+        choose_backend("tensorrt")
+
+
+def _adapter(base, folder, seed):
+    """A random LoRA adapter for the tiny model, saved in `folder`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(folder)
+    model.unload()
+    return str(folder)
+
+
+def test_evaluation_runs_through_vllm_with_the_model_path_adapter_and_sampling(fake_vllm, tiny, tmp_path):
+    from cotlab.evaluate import evaluate_to
+    from cotlab.generate import choose_backend
+    from cotlab.models import load_base, tiny_random_checkpoint
+
+    adapter = _adapter(load_base("tiny-random", "float32"), tmp_path / "adapter", seed=1)
+    records = load_records(CHAIN_SUM, n=3, split="test")
+    sampling = SamplingConfig(max_new_tokens=5, temperature=0.7, top_p=0.9, k=2, seed=4)
+    result = evaluate_to(tmp_path / "e", records, model="tiny-random", adapter=adapter, sampling=sampling, backend="vllm", progress=False)
+    (call,) = fake_vllm
+    assert call["model"] == str(tiny_random_checkpoint()) and call["enable_lora"] and call["max_lora_rank"] == 8
+    assert call["lora"].path == adapter and call["seed"] == 4 and 0 < call["gpu_memory_utilization"] <= 0.45
+    params = call["params"]
+    assert (params.n, params.temperature, params.top_p, params.max_tokens, params.seed) == (2, 0.7, 0.9, 5, 4)
+    assert call["prompts"][0].startswith("<|im_start|>system") and records[0].question in call["prompts"][0]
+    assert result.summary["backend"] == "vllm" and result.summary["dtype"] == "bfloat16"
+    assert result.rows[0]["completion"] == "<answer>7</answer>" and result.rows[0]["completion_tokens"] == 3
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["backend"] == "vllm"
+    # An evaluation made with another backend is not this one: hf sets the vLLM one aside and redoes it.
+    again = evaluate_to(tmp_path / "e", records, model="tiny-random", adapter=adapter, sampling=sampling, backend="hf",
+                        loaded=tiny, progress=False)
+    assert again.summary["backend"] == "hf" and (tmp_path / "e.earlier-1" / "summary.json").is_file()
+    # "auto" where vLLM runs is vLLM, except for a model meant for a 4-bit base (QLoRA).
+    assert choose_backend("auto") == "vllm" and choose_backend("auto", load_in_4bit=True) == "hf"
+
+
+def test_an_adapter_chain_is_merged_before_vllm_sees_it(fake_vllm, tmp_path, monkeypatch):
+    from cotlab import export
+    from cotlab.evaluate import evaluate_vllm
+    from cotlab.models import BASE_ADAPTERS_FILE, base_adapters_record, load_base
+
+    monkeypatch.setattr(export, "cache_dir", lambda: tmp_path / "cache")
+    for where in ("peft.utils.save_and_load", "peft.peft_model"):  # the GPU is make-believe: PEFT loads adapters on the CPU
+        monkeypatch.setattr(f"{where}.infer_device", lambda: "cpu")
+    sft = _adapter(load_base("tiny-random", "float32"), tmp_path / "run" / "sft" / "final", seed=1)
+    dpo = _adapter(load_base("tiny-random", "float32", merge=[sft]), tmp_path / "run" / "dpo" / "final", seed=2)
+    (tmp_path / "run" / "dpo" / "final" / "recipe.json").write_text(json.dumps({"model": "tiny-random", "dtype": "float32"}))
+    (tmp_path / "run" / "dpo" / "final" / BASE_ADAPTERS_FILE).write_text(json.dumps(base_adapters_record(dpo, [sft])))
+    records = load_records(CHAIN_SUM, n=2, split="test")
+    evaluate_vllm("tiny-random", records, adapter=dpo, sampling=SamplingConfig(max_new_tokens=4), progress=False)
+    (call,) = fake_vllm
+    merged = Path(call["model"])
+    assert merged.parent == tmp_path / "cache" / "merged" and (merged / "config.json").is_file()
+    assert call["lora"] is None and "enable_lora" not in call
+    assert sft in (merged / "README.md").read_text()  # the export's card: the SFT adapter merged under the DPO one
+    # Merged once: a second evaluation of the same chain reuses the folder.
+    evaluate_vllm("tiny-random", records, adapter=dpo, sampling=SamplingConfig(max_new_tokens=4), progress=False)
+    assert fake_vllm[1]["model"] == str(merged) and len(list(merged.parent.iterdir())) == 1
+
+
+# Progress in batch logs ---------------------------------------------------------------------------
+
+
+def test_generation_prints_progress_lines_with_an_eta_in_batch_logs(tiny, capsys, monkeypatch):
+    model, tokenizer = tiny
+    prompts = [render_prompt(tokenizer, build_messages(r.question, "think")) for r in load_records(CHAIN_SUM, n=3, split="test")]
+    sampling = SamplingConfig(max_new_tokens=3, batch_size=2)
+    monkeypatch.delenv("COTLAB_TEXT_PROGRESS", raising=False)
+    generate(model, tokenizer, prompts, sampling)
+    assert capsys.readouterr().out == ""  # at a terminal or in a notebook: tqdm's bar, on stderr or as a widget
+    monkeypatch.setenv("COTLAB_TEXT_PROGRESS", "1")  # what `cotlab run` sets when its output goes to a log
+    monkeypatch.setenv("COTLAB_PROGRESS_SECONDS", "0")
+    generate(model, tokenizer, prompts, sampling)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines[:3]] == ["generating: 1/3", "generating: 2/3", "generating: 3/3"]
+    assert all("ETA" in line and "sequences/s" in line for line in lines[:3])
+    assert lines[-1].startswith("generating: done 3/3 in ")
+    generate(model, tokenizer, prompts, sampling, progress=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_text_progress_prints_at_most_every_interval_and_counts_a_resumed_start():
+    import io
+
+    from cotlab.progress import TextProgress
+
+    out = io.StringIO()
+    bar = TextProgress(10, "rejection", initial=4, unit="questions", interval=3600, file=out)
+    bar.update(2)
+    assert out.getvalue() == ""  # within the interval: quiet
+    bar.interval = 0
+    bar.update(1)
+    bar.close()
+    bar.close()
+    first, last = out.getvalue().splitlines()
+    assert first.startswith("rejection: 7/10 (70%)") and "questions/s" in first and "ETA" in first
+    assert last.startswith("rejection: done 7/10 in ")

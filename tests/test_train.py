@@ -302,20 +302,30 @@ def test_a_changed_recipe_trains_afresh_and_keeps_the_earlier_run(sft_rows, tmp_
     assert fewer_rows["train_rows"] == 8 and (tmp_path / "sft.earlier-2").is_dir()
 
 
-def test_a_batch_log_gets_text_progress_bars(sft_rows, tmp_path, monkeypatch):
-    """Under `cotlab run` writing to a log, the notebook's HTML bar would show nothing: the text bar replaces it."""
+def test_a_batch_log_gets_text_progress_lines(sft_rows, tmp_path, monkeypatch, capfd):
+    """Under `cotlab run` writing to a log, the notebook's HTML bar would show nothing, and so would
+    the Trainer's own "text" bar (tqdm.auto: a widget again in a kernel): printed lines replace it,
+    with the step count and an ETA, and the logged metrics still reach the log."""
     from transformers.trainer_callback import ProgressCallback
     from transformers.utils.notebook import NotebookProgressCallback
 
     from cotlab.training import build_sft_trainer, text_progress_in_batch_logs
 
-    trainer, _ = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path)), sft_rows[:2])
+    trainer, _ = build_sft_trainer(SFTRecipe(model="tiny-random", output_dir=str(tmp_path), max_steps=2, logging_steps=1,
+                                             per_device_train_batch_size=2, report_to="none"), sft_rows[:4])
     trainer.pop_callback(ProgressCallback)
     trainer.add_callback(NotebookProgressCallback)  # what a notebook kernel gets
     monkeypatch.setenv("COTLAB_TEXT_PROGRESS", "1")
+    monkeypatch.setenv("COTLAB_PROGRESS_SECONDS", "0")
     text_progress_in_batch_logs(trainer)
-    kinds = {type(c) for c in trainer.callback_handler.callbacks}
-    assert ProgressCallback in kinds and NotebookProgressCallback not in kinds
+    bars = [c for c in trainer.callback_handler.callbacks if isinstance(c, (ProgressCallback, NotebookProgressCallback))]
+    assert len(bars) == 1 and isinstance(bars[0], ProgressCallback) and type(bars[0]) is not ProgressCallback
+    capfd.readouterr()
+    trainer.train()
+    lines = capfd.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("training: ") and "ETA" in line]
+    assert [line.split(" (")[0] for line in steps] == ["training: 1/2", "training: 2/2"]
+    assert any("'loss'" in line for line in lines) and any(line.startswith("training: done 2/2") for line in lines)
 
 
 def _counted(monkeypatch, calls, module_names, name):
