@@ -43,17 +43,18 @@ print(json.dumps({"answers": answers, "dtype": str(model.dtype)}))
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A run directory with a 1-step SFT adapter and a 1-step DPO adapter trained on top of it."""
+    """A run directory with a 1-step SFT adapter and a 1-step DPO adapter trained on top of it, in fp32
+    on any CPU (the export keeps the dtype a stage trained in, and the comparison below is fp32)."""
     records = load_records(CHAIN_SUM, n=8, split="train")
     run = Run(tmp_path_factory.mktemp("run"))
     train_sft(SFTRecipe(model="tiny-random", output_dir=str(run.training_dir("sft")), max_steps=1,
-                        per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=0), [sft_example(r.question, r.rationale, r.answer) for r in records])
+                        per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=0, dtype="float32"), [sft_example(r.question, r.rationale, r.answer) for r in records])
     pairs = [{"prompt": sft_example(r.question, r.rationale, r.answer)["prompt"],
               "chosen": [{"role": "assistant", "content": think_completion(r.rationale, r.answer)}],
               "rejected": [{"role": "assistant", "content": think_completion(r.rationale, str(int(r.answer) + 3))}]}
              for r in records]
     train_dpo(DPORecipe(model="tiny-random", adapter=run.adapter("sft"), output_dir=str(run.training_dir("dpo")), max_steps=1,
-                        per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=0, max_length=256), pairs)
+                        per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=0, max_length=256, dtype="float32"), pairs)
     return run.root
 
 
