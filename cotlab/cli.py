@@ -180,7 +180,8 @@ def cmd_decontaminate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cotlab.export import export_merged, stage_adapter
+    from cotlab.export import export_merged
+    from cotlab.layout import stage_adapter
 
     adapter = stage_adapter(args.run_dir, args.stage)
     out = export_merged(adapter, args.merge, dtype=args.dtype, push_to_hub=args.push_to_hub)

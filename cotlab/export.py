@@ -14,18 +14,7 @@ from pathlib import Path
 
 from cotlab import CotlabError
 from cotlab.io import atomic_write_text
-from cotlab.layout import Run
 from cotlab.models import adapter_chain, cache_dir, hub_id, load_base, load_tokenizer, publish, weights_digest
-
-
-def stage_adapter(run_dir: str | Path, stage: str) -> str:
-    """The adapter a run's stage left behind, or a one-line error naming what is missing."""
-    if not Path(run_dir).is_dir():
-        raise CotlabError(f"{run_dir} is not a run directory")
-    adapter = Run(run_dir).adapter(stage)
-    if adapter is None:
-        raise CotlabError(f"{run_dir} has no finished {stage} adapter ({Run(run_dir).training_dir(stage)}/final)")
-    return adapter
 
 
 def trained_on(adapter: str | Path) -> dict:

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from cotlab import CotlabError
 from cotlab.io import atomic_write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +136,13 @@ class Run:
             path = folder / f"{lesson}.json"
             return json.loads(path.read_text()) if path.is_file() else {}
         return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def stage_adapter(run_dir: str | Path, stage: str) -> str:
+    """The adapter a run's stage left behind, or a one-line error naming what is missing."""
+    if not Path(run_dir).is_dir():
+        raise CotlabError(f"{run_dir} is not a run directory")
+    adapter = Run(run_dir).adapter(stage)
+    if adapter is None:
+        raise CotlabError(f"{run_dir} has no finished {stage} adapter ({Run(run_dir).training_dir(stage)}/final)")
+    return adapter

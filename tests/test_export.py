@@ -11,7 +11,8 @@ import torch
 
 from cotlab import CotlabError
 from cotlab.data import load_records
-from cotlab.export import export_merged, stage_adapter
+from cotlab.export import export_merged
+from cotlab.layout import stage_adapter
 from cotlab.layout import Run
 from cotlab.models import EMBEDDED_HUB_ID, hub_id
 from cotlab.prompts import build_messages, render_prompt, sft_example, think_completion
