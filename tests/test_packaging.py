@@ -145,12 +145,9 @@ def test_a_failed_setup_says_what_failed_and_writes_no_stamp(tmp_path):
 
 
 def test_setup_with_and_without_dev_survives_set_e(tmp_path):
-    """`make run` (no --dev) once died silently in set-up's first lines; a --dev set-up also serves
-    a plain one, so `make test` then `make run` installs once."""
-    for flags in ([], ["--dev"]):
-        result = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), *flags, "--print-stamp"], capture_output=True,
-                                text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
+    """A --dev set-up also serves a plain one, so `make test` then `make run` installs once.  (That a
+    plain set-up gets past choosing its extras under set -e, where `make run` once died silently, is
+    what test_a_failed_setup_says_what_failed_and_writes_no_stamp shows: it reaches pip.)"""
     venv = fake_pip_venv(tmp_path, pip_fails=True)  # any install would fail: the stamp must answer first
     env = {k: v for k, v in os.environ.items() if not k.startswith("COTLAB_")} | {"VENV": str(venv)}
     dev_stamp = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--dev", "--print-stamp"], capture_output=True,
