@@ -48,7 +48,7 @@ from cotlab.plots import (
     update_sizes,
 )
 from cotlab.prompts import build_messages, exemplars_from, render_prompt
-from cotlab.recipes import DistillRecipe, DPORecipe, GRPORecipe, SFTRecipe
+from cotlab.recipes import DistillRecipe, DPORecipe, fields_of, GRPORecipe, SFTRecipe
 from cotlab.rewards import grpo_rows
 from cotlab.stats import accuracy_phrase, across_seeds, compare_paired, paired_verdict, paper_claim_sentence, trend_verdict, with_holm
 from cotlab.teachers import GoldTeacher, LocalTeacher
@@ -59,7 +59,7 @@ __all__ = ["acceptance_and_coverage", "accepted", "accuracy_and_length", "accura
            "across_seeds", "answer_changes", "answer_changes_sentence", "answer_only_rows", "attribution_sentence",
            "build_messages", "carry_over_sentence", "compare_paired", "correct_count", "CotlabError", "count_parameters",
            "curves", "DistillRecipe", "DPORecipe", "earlier_rows", "error_bars", "evaluate_to", "exemplars_from", "failed_ids",
-           "faithfulness_figure", "family_comparisons", "family_verdicts", "gain_vs_forgetting", "generate", "GenerationStats",
+           "faithfulness_figure", "family_comparisons", "family_verdicts", "fields_of", "gain_vs_forgetting", "generate", "GenerationStats",
            "GoldTeacher", "grpo_rows", "GRPORecipe", "length_histograms", "load_model", "load_records", "load_tokenizer",
            "load_training_dataset", "LocalTeacher", "logged", "matched_budget", "mean_logged", "mix_long_short", "pair_lengths",
            "PAIR_MODES", "paired_verdict", "pairs_from_samples", "paper_claim_sentence", "reject_sample", "render_prompt", "Run",

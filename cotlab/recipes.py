@@ -32,6 +32,8 @@ class _CotlabFields:
     """What cotlab adds to a TRL config; shared by every stage."""
 
     model: str = field(default="embedded", metadata={"help": "embedded, tiny-random, a folder or a hub id"})
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "TRL's name for `model` (its scripts' ModelConfig): either may be given; it becomes `model`"})
     adapter: str | None = field(default=None, metadata={"help": "start from this adapter (e.g. SFT), merged into the weights"})
     dataset: str = field(default="", metadata={"help": "a datasets folder (save_to_disk) or a JSONL file of TRL rows"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank; 0 means full fine-tuning"})
@@ -67,6 +69,11 @@ def _resolve(recipe) -> None:
     device), `report_to: auto`, and cotlab's checks that give one-line errors."""
     from cotlab.models import resolve_dtype, trainer_precision
 
+    if recipe.model_name_or_path:
+        if recipe.model not in ("embedded", recipe.model_name_or_path):
+            raise CotlabError(f"model ({recipe.model}) and model_name_or_path ({recipe.model_name_or_path}) name different models: set one")
+        # One name from here on: training, model cards and fingerprints read `model` only.
+        recipe.model, recipe.model_name_or_path = recipe.model_name_or_path, None
     if recipe.lora_r < 0:
         raise CotlabError(f"lora_r must be 0 (full fine-tuning) or positive, got {recipe.lora_r}")
     if recipe.load_in_4bit and recipe.lora_r == 0:
@@ -305,6 +312,28 @@ def recipe_fields(stage: str) -> list[str]:
     return sorted(f.name for f in dataclasses.fields(RECIPES[stage]) if f.init)
 
 
+def check_fields(stage: str, values: dict, where: str = "") -> None:
+    """Every key of `values` is a field of `stage`'s recipe, or a one-line error naming the
+    closest one (cotlab's own fields first: `lora_rank` means lora_r, not TRL's local_rank)."""
+    known = recipe_fields(stage)
+    for key in values:
+        if key not in known:
+            ours = [f.name for f in dataclasses.fields(_CotlabFields)] + [f.name for f in dataclasses.fields(RECIPES[stage])
+                                                                           if f.name in vars(RECIPES[stage]).get("__annotations__", {})]
+            prefixed = sorted((name for name in known if name.startswith(key) or key.startswith(name)), key=lambda n: abs(len(n) - len(key)))
+            close = prefixed[:1] or difflib.get_close_matches(key, ours, n=1) or difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (cotlab train {stage} --list-fields lists them)"
+            raise CotlabError(f"{where}unknown {stage} recipe field '{key}'{hint}")
+
+
+def fields_of(stage: str, values: dict) -> dict:
+    """The entries of `values` that are fields of `stage`'s recipe: another stage's recipe dict
+    reused where the two share a budget (lesson 11's SFT twin of an on-policy run drops the
+    teacher, beta, temperature and completion length, which SFT has no use for)."""
+    known = set(recipe_fields(stage))
+    return {key: value for key, value in values.items() if key in known}
+
+
 def load_recipe(stage: str, config: str | Path | None = None, overrides: list[str] | None = None):
     """A recipe from a YAML file plus `key=value` overrides (values read as YAML).  Every field of
     TRL's config is accepted; a misspelt one is an error naming the closest valid field."""
@@ -331,15 +360,7 @@ def load_recipe(stage: str, config: str | Path | None = None, overrides: list[st
             values[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise CotlabError(f"bad override '{pair}': its value is not valid YAML (quote a string with spaces or colons)") from None
-    known = recipe_fields(stage)
-    for key in values:
-        if key not in known:
-            # cotlab's own fields first: `lora_rank` means lora_r, not TRL's local_rank
-            ours = [f.name for f in dataclasses.fields(_CotlabFields)] + [f.name for f in dataclasses.fields(RECIPES[stage])
-                                                                           if f.name in vars(RECIPES[stage]).get("__annotations__", {})]
-            close = difflib.get_close_matches(key, ours, n=1) or difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (cotlab train {stage} --list-fields lists them)"
-            raise CotlabError(f"unknown {stage} recipe field '{key}'{hint}")
+    check_fields(stage, values)
     try:
         return RECIPES[stage](**values)
     except TypeError as e:

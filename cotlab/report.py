@@ -39,8 +39,8 @@ def read_run(run_dir: str | Path) -> dict:
     run = json.loads((folder / "run.json").read_text())
     parameters = {"profile": summary["profile"]}
     for plan in run.get("plan", {}).values():
-        parameters.update({k: v for k, v in plan.items() if k != "run_dir"})
-    parameters.update(run.get("overrides", {}))
+        parameters.update(flat_parameters({k: v for k, v in plan.items() if k != "run_dir"}))
+    parameters.update(flat_parameters(run.get("overrides", {})))
     sft = summary["stages"].get("sft", {}).get("train", {})
     sft_metrics = Run(folder).training_metrics("sft")
     keys = [prefix + suffix for prefix in ("accuracy", "interval", "n_eval", "eval_set", "paired", "mean_completion_tokens")
@@ -58,6 +58,20 @@ def read_run(run_dir: str | Path) -> dict:
         "figures": sorted(p.name for p in folder.glob("*.png")),
         "parameters": parameters,
     }
+
+
+def flat_parameters(parameters: dict) -> dict:
+    """A recipe dict parameter as one entry per field (`sft.learning_rate`), the names -p and
+    --sweep use, so a report names the field a sweep varied rather than the whole recipe."""
+    from cotlab.runs import RECIPE_PARAMETERS
+
+    flat = {}
+    for key, value in parameters.items():
+        if key in RECIPE_PARAMETERS and isinstance(value, dict):
+            flat.update({f"{key}.{field}": field_value for field, field_value in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def differing_parameters(runs: list[dict]) -> list[str]:

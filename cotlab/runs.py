@@ -72,6 +72,8 @@ def check_profile(name: str, profile: dict, found: list[Path]) -> None:
         unknown = sorted(set(block or {}) - declared[stem])
         if unknown:
             raise CotlabError(f"profile {name}: notebook {stem} declares no parameter {', '.join(unknown)}")
+        for key, value in (block or {}).items():
+            check_recipe_block(f"profile {name}: {stem}", key, value)
     everywhere = set().union(*declared.values())
     unknown = sorted(set(profile["common"]) - everywhere)
     if unknown:
@@ -92,8 +94,27 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return sorted(chosen)
 
 
+# A notebook parameter with one of these names is a recipe dict: its keys are the fields of that
+# stage's recipe class (TRL's config plus cotlab's few fields, cotlab.recipes), handed to it unchanged.
+RECIPE_PARAMETERS = {"sft": "sft", "dpo": "dpo", "grpo": "grpo", "onpolicy": "onpolicy"}
+
+
+def check_recipe_block(where: str, key: str, value) -> None:
+    """A profile's or -p's recipe dict names only fields its recipe class has: a misspelt field
+    (`max_step`) fails before any notebook starts, with the closest valid name."""
+    stage = RECIPE_PARAMETERS.get(key)
+    if stage is None:
+        return
+    if not isinstance(value, dict):
+        raise CotlabError(f"{where}: {key} is a {stage} recipe (a mapping of its fields), not {type(value).__name__}")
+    from cotlab.recipes import check_fields
+
+    check_fields(stage, value, where=f"{where}: ")
+
+
 def parse_overrides(pairs: list[str] | None) -> dict:
-    """`-p key=value` pairs; values are read as YAML, so numbers, booleans and lists work."""
+    """`-p key=value` pairs; values are read as YAML, so numbers, booleans and lists work.
+    `-p sft.max_steps=5` sets one field of a recipe dict parameter (see merge_parameters)."""
     overrides = {}
     for pair in pairs or []:
         key, eq, value = pair.partition("=")
@@ -127,16 +148,46 @@ def plan_parameters(profile: dict, selected: list[Path], overrides: dict) -> dic
     """Parameters for each notebook: profile common < profile per-notebook < -p overrides,
     keeping only the names each notebook declares.  An override no notebook declares is an
     error, raised before any work starts (a profile's own keys were checked by load_profile)."""
+    check_overrides(overrides)
     plan, declared = {}, set()
     for nb in selected:
-        names = set(notebook_parameters(nb))
-        declared |= names
-        merged = {**profile["common"], **profile["notebooks"].get(nb.stem, {}), **overrides}
-        plan[nb.stem] = {k: v for k, v in merged.items() if k in names}
-    unknown = sorted(set(overrides) - declared)
+        defaults = notebook_parameters(nb)
+        declared |= set(defaults)
+        merged = merge_parameters(defaults, profile["common"], profile["notebooks"].get(nb.stem) or {}, overrides)
+        plan[nb.stem] = {k: v for k, v in merged.items() if k in defaults}
+    unknown = sorted({key.partition(".")[0] for key in overrides} - declared)
     if unknown:
         raise CotlabError(f"unknown parameter(s) {', '.join(unknown)}: no selected notebook declares them")
     return plan
+
+
+def check_overrides(overrides: dict) -> None:
+    """`-p sft.max_steps=5` names a field of a recipe dict parameter; `-p sft={...}` a whole one."""
+    for key, value in overrides.items():
+        name, dot, field_name = key.partition(".")
+        if dot and name not in RECIPE_PARAMETERS:
+            raise CotlabError(f"bad parameter '{key}': only a recipe parameter ({', '.join(RECIPE_PARAMETERS)}) has fields")
+        check_recipe_block(f"-p {key}", name, {field_name: value} if dot else value)
+
+
+def merge_parameters(defaults: dict, *layers: dict) -> dict:
+    """Later layers win.  A recipe dict parameter (RECIPE_PARAMETERS) merges field by field onto
+    the notebook's own default dict, so a profile states only the fields it changes and the
+    notebook gets the whole recipe; `sft.max_steps` (from -p or --sweep) sets one field."""
+    import ast
+
+    merged: dict = {}
+    for layer in layers:
+        for key, value in layer.items():
+            name, dot, field_name = key.partition(".")
+            if name in RECIPE_PARAMETERS and name in defaults:
+                base = merged.get(name)
+                if base is None:
+                    base = dict(ast.literal_eval(defaults[name]))
+                merged[name] = {**base, **({field_name: value} if dot else value)}
+            else:
+                merged[key] = value
+    return merged
 
 
 # Provenance -------------------------------------------------------------------------------------

@@ -154,3 +154,11 @@ def test_differing_parameters_are_what_varied():
     assert differing_parameters(runs) == ["b"]
     with pytest.raises(CotlabError, match="at least one run"):
         build_report([], "x")
+
+
+def test_a_recipe_field_a_sweep_varied_is_named_by_its_field():
+    """`--sweep sft.lora_r=4,16` varies one field of the `sft` recipe dict: the report names that field."""
+    from cotlab.report import differing_parameters, flat_parameters
+
+    runs = [{"parameters": flat_parameters({"seed": 0, "sft": {"max_steps": 45, "lora_r": r}})} for r in (4, 16)]
+    assert differing_parameters(runs) == ["sft.lora_r"]

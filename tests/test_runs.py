@@ -45,7 +45,9 @@ def test_the_gold_set_is_as_large_as_the_sft_run_asks(name):
 
 @pytest.mark.parametrize("block,message", [
     ({"notebooks": {"03_dpo": {"dpo_step": 5}}}, "profile typo: notebook 03_dpo declares no parameter dpo_step"),
-    ({"notebooks": {"03_dop": {"dpo_steps": 5}}}, "profile typo: no notebook is named '03_dop'"),
+    ({"notebooks": {"03_dop": {"dpo": {"max_steps": 5}}}}, "profile typo: no notebook is named '03_dop'"),
+    ({"notebooks": {"03_dpo": {"dpo": {"max_step": 5}}}}, "profile typo: 03_dpo: unknown dpo recipe field 'max_step'; did you mean 'max_steps'"),
+    ({"notebooks": {"03_dpo": {"dpo": 5}}}, "profile typo: 03_dpo: dpo is a dpo recipe"),
     ({"common": {"n_evals": 5}}, r"profile typo: common parameter\(s\) n_evals declared by no notebook"),
 ])
 def test_a_profile_key_no_notebook_declares_is_an_error(block, message):
@@ -187,9 +189,9 @@ def test_the_gpu_profile_runs_as_a_batch_job_in_smoke_form(tmp_path, monkeypatch
     """The gpu profile's own choices (its task, report_to: auto, GRPO in groups, checkpoints) on the
     tiny model at smoke sizes: TensorBoard event files and checkpoints land in the usual layout."""
     monkeypatch.setenv("COTLAB_ALLOW_CPU", "1")  # the gpu profile otherwise stops without CUDA
-    sizes = ["model=tiny-random", "n_eval=4", "max_new_tokens=16", "n_train=16", "sft_steps=2",
-             "sweep_steps=1", "lora_ranks=[2]", "n_prompts=4", "num_generations=2", "per_device_train_batch_size=4",
-             "max_completion_length=16", "grpo_steps=1", "guards=warn", "n_eval_ood=4", "max_new_tokens_ood=16"]
+    sizes = ["model=tiny-random", "n_eval=4", "max_new_tokens=16", "n_train=16", "sft.max_steps=2", "sft.per_device_train_batch_size=4",
+             "sweep_steps=1", "lora_ranks=[2]", "grpo.n_prompts=4", "grpo.num_generations=2", "grpo.per_device_train_batch_size=4",
+             "grpo.max_completion_length=16", "grpo.max_steps=1", "grpo.guards=warn", "n_eval_ood=4", "max_new_tokens_ood=16"]
     out = tmp_path / "gpu"
     result = run_cli("run", "--profile", "gpu", "--only", "02", "04", "--out", str(out), *[a for s in sizes for a in ("-p", s)], timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -221,6 +223,7 @@ def test_the_same_seed_gives_the_same_smoke_results(tmp_path):
 def test_a_notebook_run_by_hand_twice_leaves_notebooks_untouched_and_trains_afresh(tmp_path):
     """Notebook 02 executed from notebooks/ as JupyterLab would (no run_dir), twice with different
     learning rates: nothing lands in notebooks/, and the second run's recipe.json has its own rate."""
+    import ast
     import os
     import subprocess
     import sys
@@ -233,11 +236,13 @@ def test_a_notebook_run_by_hand_twice_leaves_notebooks_untouched_and_trains_afre
     before = listing()
     lab = tmp_path / "lab"
     env = {**os.environ, "COTLAB_RUN_DIR": str(lab), "HF_HUB_OFFLINE": "1"}
-    sizes = {"model": "tiny-random", "n_train": 16, "sft_steps": 2, "sweep_steps": 0, "n_eval": 4, "n_eval_ood": 4,
+    sizes = {"model": "tiny-random", "n_train": 16, "sweep_steps": 0, "n_eval": 4, "n_eval_ood": 4,
              "max_new_tokens": 8, "max_new_tokens_ood": 8, "batch_size": 8}
+    sft = ast.literal_eval(notebook_parameters(notebooks(["02"])[0])["sft"])  # papermill replaces a dict whole: pass all of it
     for rate in (1e-3, 3e-4):
+        recipe = {**sft, "max_steps": 2, "learning_rate": rate}
         result = subprocess.run([sys.executable, "-m", "papermill", "02_sft_lora.ipynb", str(tmp_path / f"out-{rate}.ipynb"),
-                                 "-y", yaml.safe_dump({**sizes, "learning_rate": rate}), "--cwd", str(REPO / "notebooks")],
+                                 "-y", yaml.safe_dump({**sizes, "sft": recipe}), "--cwd", str(REPO / "notebooks")],
                                 cwd=REPO / "notebooks", env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
     assert listing() == before
