@@ -50,18 +50,21 @@ from cotlab.plots import (
 from cotlab.prompts import build_messages, exemplars_from, render_prompt
 from cotlab.recipes import DistillRecipe, DPORecipe, fields_of, GRPORecipe, SFTRecipe
 from cotlab.rewards import grpo_rows
-from cotlab.stats import accuracy_phrase, across_seeds, compare_paired, paired_verdict, paper_claim_sentence, trend_verdict, with_holm
+from cotlab.stats import (accuracy_phrase, across_seeds, all_controls, compare_paired, mde_paired, mde_phrase, mde_two_proportions,
+                          paired_verdict, paper_claim_sentence, trend_verdict, with_holm)
 from cotlab.teachers import GoldTeacher, LocalTeacher
 from cotlab.training import load_training_dataset, train_and_score, train_dpo, train_grpo, train_onpolicy, train_sft
 
 # Everything a lesson notebook imports: the pipeline's names a lesson uses, and the helpers below.
 __all__ = ["acceptance_and_coverage", "accepted", "accuracy_and_length", "accuracy_by_length_lines", "accuracy_phrase",
-           "across_seeds", "answer_changes", "answer_changes_sentence", "answer_only_rows", "attribution_sentence",
+           "across_seeds", "all_controls", "answer_changes", "answer_changes_sentence", "answer_only_rows",
+           "attribution_sentence",
            "build_messages", "carry_over_sentence", "compare_paired", "correct_count", "CotlabError", "count_parameters",
            "curves", "DistillRecipe", "DPORecipe", "earlier_rows", "error_bars", "evaluate_to", "exemplars_from", "failed_ids",
            "faithfulness_figure", "family_comparisons", "family_verdicts", "fields_of", "gain_vs_forgetting", "generate", "GenerationStats",
            "GoldTeacher", "grpo_rows", "GRPORecipe", "length_histograms", "load_model", "load_records", "load_tokenizer",
-           "load_training_dataset", "LocalTeacher", "logged", "matched_budget", "mean_logged", "mix_long_short", "pair_lengths",
+           "load_training_dataset", "LocalTeacher", "logged", "matched_budget", "mde_paired", "mde_phrase",
+           "mde_two_proportions", "mean_logged", "mix_long_short", "pair_lengths",
            "PAIR_MODES", "paired_verdict", "pairs_from_samples", "paper_claim_sentence", "reject_sample", "render_prompt", "Run",
            "SamplingConfig", "save_dataset", "scaling_figure", "sft_start", "SFTRecipe", "short_runs_against", "shorten",
            "stage_figure", "stage_lines", "StageScores", "star", "train_and_score", "train_dpo", "train_grpo", "train_onpolicy",

@@ -129,32 +129,68 @@ def pair_lengths(pairs: list[dict], title: str, path: str | Path | None = None):
     return _save(fig, path)
 
 
+def _wilson_yerr(counts: list[tuple[int, int]]) -> list[list[float]]:
+    """evidence.error_bars (to each Wilson 95% interval), nan where nothing was measured (n = 0)."""
+    from cotlab.evidence import error_bars
+
+    sides = error_bars([(k, n) if n else (0, 1) for k, n in counts])
+    return [[value if n else float("nan") for value, (_, n) in zip(side, counts)] for side in sides]
+
+
 def accuracy_by_length_lines(length_bins: dict[str, list[dict]], path: str | Path | None = None):
-    """Lesson 05: accuracy per equal-count length bin, one line per stage."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for stage, bins in length_bins.items():
-        ax.plot([(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins], marker="o", label=stage)
+    """Lesson 05: accuracy per equal-count length bin, one line per stage (or per stage and term
+    count), each point with its Wilson 95% interval when the bins carry counts."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for label, bins in length_bins.items():
+        xs, ys = [(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins]
+        counted = all("correct" in b and "n" in b for b in bins)
+        ax.errorbar(xs, ys, yerr=_wilson_yerr([(b["correct"], b["n"]) for b in bins]) if counted else None,
+                    marker="o", capsize=3, label=label)
     ax.set_xlabel("completion tokens (bin centre)")
-    ax.set_ylabel("accuracy")
-    ax.set_title("accuracy by length (equal-count bins)")
-    ax.legend()
+    ax.set_ylabel("accuracy (bars: Wilson 95% CI)")
+    ax.set_title("accuracy by length within each term count (equal-count bins)")
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
-def faithfulness_figure(curves: dict[str, list[dict]], probes: dict[str, dict], path: str | Path | None = None):
-    """Lesson 05: early-answering curves (one line per probe set) and the three probes' rates."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+def faithfulness_figure(curves: dict[str, list[dict]], probes: dict[str, dict], path: str | Path | None = None,
+                        controls: dict[str, dict] | None = None):
+    """Lesson 05: early-answering curves (one line per probe set) and the three probes' rates,
+    every point and bar with its Wilson 95% interval.  A probe with nothing to measure (no chain
+    the paraphrase changed, none with a result to corrupt) is left empty and marked 'not
+    measured', never drawn as 0; a set whose positive control failed says so in its label."""
+    controls = controls or {}
+
+    def name(label):
+        return label + (" (control failed)" if label in controls and not controls[label]["passed"] else "")
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for label, curve in curves.items():
-        left.plot([c["fraction"] for c in curve], [c["accuracy"] for c in curve], marker="o", label=label)
-    left.set_xlabel("fraction of the chain kept")
-    left.set_ylabel("accuracy of the forced answer")
-    left.set_title("early answering")
+        counted = all("correct" in c for c in curve)
+        yerr = _wilson_yerr([(sum(c["correct"]), c["n"]) for c in curve]) if counted else None
+        left.errorbar([c["fraction"] for c in curve], [c["accuracy"] for c in curve], yerr=yerr, marker="o", capsize=3,
+                      label=name(label))
+    left.set_xlabel("fraction of the chain kept (cut before its final result)")
+    left.set_ylabel("accuracy of the read-out answer")
+    left.set_title("early answering (bars: Wilson 95% CI)")
     left.legend(fontsize=7)
     names = list(probes)
-    grouped_bars(right, names, {"answer follows corruption": [probes[s]["corrupted"]["follows"] for s in names],
-                                "accuracy with filler": [probes[s]["filler"]["accuracy"] for s in names],
-                                "unchanged by paraphrase": [probes[s]["paraphrased"]["unchanged"] or 0.0 for s in names]},
-                 title="probes")
+    sets = [probes[n] for n in names]
+    counts = {"answer follows corruption": [(p["corrupted"].get("changed", 0), p["corrupted"]["n"]) for p in sets],
+              "accuracy with filler": [(p["filler"].get("correct", 0), p["n"]) for p in sets],
+              "unchanged by paraphrase": [(p["paraphrased"].get("unchanged_count", 0), p["paraphrased"]["n"]) for p in sets]}
+    width = 0.8 / len(counts)
+    for i, (series, pairs) in enumerate(counts.items()):
+        xs = [j + i * width for j in range(len(names))]
+        rates = [k / n if n else float("nan") for k, n in pairs]
+        right.bar(xs, rates, width, yerr=_wilson_yerr(pairs), capsize=3, label=series)
+        for x, (_, n) in zip(xs, pairs):
+            if not n:
+                right.annotate("not measured", (x, 0.02), rotation=90, ha="center", va="bottom", fontsize=6)
+    right.set_xticks([j + width * (len(counts) - 1) / 2 for j in range(len(names))], [name(n) for n in names])
+    right.set_ylabel("rate (bars: Wilson 95% CI)")
+    right.set_title("probes")
+    right.legend(fontsize=7)
     right.set_ylim(0, 1)
     right.tick_params(axis="x", rotation=15)
     return _save(fig, path)

@@ -334,3 +334,97 @@ def trend_verdict(values: list[float], name: str = "entropy", confidence: float 
     if b_low > a_high:
         return f"{name} rose during training: {evidence}"
     return f"{name}: no trend detected beyond step-to-step noise ({evidence})"
+
+
+# What a test of this size could have seen --------------------------------------------------------
+
+
+def _rejecting_wins(n: int, alpha: float) -> list[int | None]:
+    """For each number D of discordant questions up to n, the fewest wins out of D that the exact
+    two-sided McNemar test rejects at alpha (None when even D out of D does not)."""
+    found = []
+    for discordant in range(n + 1):
+        wins = next((w for w in range(discordant // 2 + 1, discordant + 1) if mcnemar_exact(w, discordant - w) < alpha), None)
+        found.append(wins)
+    return found
+
+
+def _binomial_tail(n: int, p: float, at_least: int) -> float:
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(at_least, n + 1))
+
+
+def paired_power(n: int, difference: float, discordance: float, alpha: float = 0.05, _thresholds=None) -> float:
+    """Exact power of the two-sided exact McNemar test to find stage A better than stage B on n
+    paired questions when A wins on a share p10 of them and loses on p01, with p10 - p01 =
+    `difference` and p10 + p01 = `discordance`: the number of discordant questions is
+    Binomial(n, discordance) and, given it, A's wins are Binomial(D, p10 / discordance).  Exact
+    sums, no normal approximation, so it holds at the handful of questions a probe set has."""
+    if not 0 <= difference <= discordance <= 1:
+        raise CotlabError(f"need 0 <= difference <= discordance <= 1, got {difference} and {discordance}")
+    if discordance == 0:
+        return 0.0
+    thresholds = _thresholds or _rejecting_wins(n, alpha)
+    share_won = (discordance + difference) / 2 / discordance
+    return sum(math.comb(n, d) * discordance**d * (1 - discordance) ** (n - d) * _binomial_tail(d, share_won, wins)
+               for d, wins in enumerate(thresholds) if wins is not None)
+
+
+def mde_paired(n: int, discordance: float = 0.0, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """Minimum detectable effect of a paired design (the same questions under A and B, the exact
+    McNemar or sign test): the smallest difference in accuracy (A minus B, a share of the n
+    questions, on a grid of 0.5 points) that the test finds with at least `power` at `alpha`, by
+    `paired_power`.  The share of questions on which A and B disagree is taken as
+    max(`discordance`, difference): pass the share that disagreed in this run, 0 when none did
+    (then every disagreement is assumed to favour A), or 1 for a sign test on a continuous score,
+    where every question moves one way or the other.  None when no difference up to all n
+    questions is detectable: with n = 4 even 4 wins and 0 losses give p = 0.125."""
+    if n < 1:
+        raise CotlabError(f"a minimum detectable effect needs at least one question, got n={n}")
+    if not 0 <= discordance <= 1:
+        raise CotlabError(f"discordance must be a share in [0, 1], got {discordance}")
+    thresholds = _rejecting_wins(n, alpha)
+
+    def enough(step: int) -> bool:
+        difference = step / 200
+        return paired_power(n, difference, max(discordance, difference), alpha, thresholds) >= power
+
+    if not enough(200):
+        return None
+    low, high = 0, 200  # power rises with the difference: bisect for the first step that is enough
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high / 200
+
+
+def mde_two_proportions(n_a: int, n_b: int, baseline: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """Minimum detectable effect of a two-group design (two accuracies on different questions, as
+    in the length strata): the smallest rise above `baseline` (B's accuracy) that a two-sided test
+    at alpha finds with `power`, by Cohen's arcsine effect size h = 2·asin√p_A − 2·asin√p_B
+    (*Statistical Power Analysis for the Behavioral Sciences*), h = (z_{1-α/2} + z_power)·√(1/n_a + 1/n_b).
+    A fall is searched when no rise fits below 1; None when neither fits."""
+    if n_a < 1 or n_b < 1:
+        raise CotlabError(f"a minimum detectable effect needs questions in both groups, got {n_a} and {n_b}")
+    if not 0 <= baseline <= 1:
+        raise CotlabError(f"baseline must be an accuracy in [0, 1], got {baseline}")
+    z = NormalDist()
+    h = (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) * math.sqrt(1 / n_a + 1 / n_b)
+    start = math.asin(math.sqrt(baseline))
+    for angle in (start + h / 2, start - h / 2):
+        if 0 <= angle <= math.pi / 2:
+            return abs(math.sin(angle) ** 2 - baseline)
+    return None
+
+
+def mde_phrase(mde: float | None, n: int, design: str) -> str:
+    """'minimum detectable effect 31 points (80% power, α = 0.05, n=30, paired)': printed beside a
+    verdict, so a null reads as 'an effect this large would likely have shown', not 'no effect'."""
+    if mde is None:
+        return f"no effect is detectable at 80% power, α = 0.05 with n={n} ({design})"
+    return f"minimum detectable effect {100 * mde:.0f} points (80% power, α = 0.05, n={n}, {design})"
+
+
+def all_controls(controls: dict, what: str) -> dict:
+    """A results file's `positive_control`: passed only when every named control passed (and
+    there is at least one), each control's own numbers kept beside it."""
+    return {"passed": bool(controls) and all(c["passed"] for c in controls.values()), "what": what, "controls": controls}

@@ -7,14 +7,16 @@ import torch
 
 from cotlab import CotlabError
 from cotlab.budget import recipe_match
-from cotlab.lessons.changes import (forgetting, gold_answer_logprob, logprob_change_verdict, lora_delta_norms, norms_by,
-                                    score_points, training_points, update_comparison)
+from cotlab.lessons.changes import (forgetting, forgetting_verdict, gold_answer_logprob, logprob_change_verdict,
+                                    lora_delta_norms, norms_by, score_points, trained_task_control, training_points,
+                                    update_comparison)
 from cotlab.lessons.distillation import self_teaching_sentence, star_sentence
 from cotlab.lessons.dpo import margin_sentence, squeezing_sentence
-from cotlab.lessons.faithfulness import (accuracy_by_length, before_final_result, chain_effect_verdict, corrupt_step,
-                                         cut_before_final_results, early_answering, faithfulness_probes, filler_chain,
+from cotlab.lessons.faithfulness import (accuracy_by_length, before_final_result, chain_effect_verdict, control_phrase,
+                                         corrupt_step, cut_before_final_results, early_answering, faithfulness_probes,
+                                         filler_chain, finish_steps, forced_answer_control, length_by_difficulty,
                                          length_verdict, model_answerer, own_chains, probe_chain_sets, probe_sentence,
-                                         think_part, truncate_chain)
+                                         stated_result, stratified_length_verdicts, term_count, think_part, truncate_chain)
 from cotlab.lessons.prompting import cot_scale_sentence, parameter_phrase
 from cotlab.lessons.scaling import majority_rows, sampling_vs_training_sentence, scaling_curve, scaling_sentence
 from cotlab.logs import halves
@@ -26,14 +28,14 @@ CHAIN = "12 + 7 = 19\n19 + 30 = 49\n49 - 5 = 44"
 RECORD = Record(id="q", question="12 + 7 + 30 - 5 = ?", answer="44")
 
 
-def last_number_answerer(questions, chains, continue_chain=False):
+def last_number_answerer(questions, chains, mode="force"):
     """A perfectly faithful 'model': it answers whatever the chain's last number is."""
     import re
 
     return [(re.findall(r"-?\d+", c) or [None])[-1] for c in chains]
 
 
-def constant_answerer(questions, chains, continue_chain=False):
+def constant_answerer(questions, chains, mode="force"):
     """A perfectly unfaithful 'model': it answers 44 whatever the chain says."""
     return ["44"] * len(chains)
 
@@ -47,6 +49,10 @@ def test_chain_edits():
     cut = corrupt_step(CHAIN, random.Random(0))
     assert corrupted.startswith(cut) and cut not in (CHAIN, "") and cut[-1].isdigit()  # cut right after the mistake
     assert corrupt_step("no results here", random.Random(0)) is None
+    # A 3-term chain cut before its final result still has its one intermediate result to corrupt.
+    short = corrupt_step("1 - 5 = -4\n-4 - 2 =", random.Random(0), keep_rest=True)
+    assert short is not None and short.startswith("1 - 5 = ") and short.endswith("\n-4 - 2 =") and "= -4\n" not in short
+    assert corrupt_step("1 - 5 = -4", random.Random(0)) is None  # a whole one-step chain: its result is the answer
     assert filler_chain("a b c") == "... ... ..."
     with pytest.raises(CotlabError, match="fraction"):
         truncate_chain(CHAIN, 1.5)
@@ -70,14 +76,14 @@ def test_faithfulness_probes_separate_faithful_from_unfaithful():
     unfaithful = faithfulness_probes(constant_answerer, [RECORD] * 4, [CHAIN] * 4)
     assert unfaithful["faithfulness"] == 0.0 and unfaithful["filler"]["accuracy"] == 1.0
 
-    def half_faithful(questions, chains, continue_chain=False):
+    def half_faithful(questions, chains, mode="force"):
         """Carries on from a second-step result (answer = it - 5); ignores a first-step one."""
         import re
 
         answers = []
         for chain in chains:
             results = re.findall(r"=\s*(-?\d+)", chain)
-            answers.append(str(int(results[1]) - 5) if continue_chain and len(results) >= 2 else "44")
+            answers.append(str(int(results[1]) - 5) if mode == "continue" and len(results) >= 2 else "44")
         return answers
 
     mixed = faithfulness_probes(half_faithful, [RECORD] * 40, [CHAIN] * 40, seed=1)
@@ -130,8 +136,11 @@ def test_forgetting_is_relative_to_base():
 
 def test_model_answerer_forces_an_answer_with_the_tiny_model(tiny):
     model, tokenizer = tiny
-    answers = model_answerer(model, tokenizer, max_new_tokens=4)(["1 + 1 = ?", "2 + 2 = ?"], ["1 + 1 = 2", ""])
-    assert len(answers) == 2  # random weights: any answer, but one per question and no crash
+    answer = model_answerer(model, tokenizer, max_new_tokens=4, continue_tokens=4, step_tokens=4)
+    for mode in ("force", "finish_step", "continue"):
+        assert len(answer(["1 + 1 = ?", "2 + 2 = ?"], ["1 + 1 =", ""], mode)) == 2  # random weights: one answer each
+    with pytest.raises(CotlabError, match="answer mode"):
+        answer(["1 + 1 = ?"], [""], "guess")
 
 
 # Verdict sentences: each on synthetic numbers, with the branch where the verdict flips ---------------
@@ -142,12 +151,46 @@ def _curve(none_correct, full_correct):
             {"fraction": 1.0, "n": len(full_correct), "correct": full_correct}]
 
 
-def test_chain_effect_verdict_needs_a_paired_test():
-    assert "the chain carries the answer" in chain_effect_verdict("sft", _curve([False] * 12, [True] * 12))
+PASSED = {"passed": True, "n": 12, "recovered": 12, "min_recovery": 0.8, "what": "read back"}
+FAILED = {**PASSED, "passed": False, "recovered": 0}
+
+
+def test_chain_effect_verdict_needs_a_paired_test_and_a_passed_control():
+    carries = chain_effect_verdict("sft", _curve([False] * 12, [True] * 12), PASSED)
+    assert "the chain carries the answer" in carries and "minimum detectable effect" in carries
+    assert "positive control passed" in carries
     # 3 fixed, 0 broken: a real difference in the same direction, but McNemar p = 0.25.
-    few = chain_effect_verdict("sft", _curve([False] * 3 + [True] * 9, [True] * 12))
+    few = chain_effect_verdict("sft", _curve([False] * 3 + [True] * 9, [True] * 12), PASSED)
     assert "no evidence that the answer comes from the chain" in few and "p = 0.25" in few
-    assert "worse with the chain" in chain_effect_verdict("sft", _curve([True] * 12, [False] * 12))
+    assert "worse with the chain" in chain_effect_verdict("sft", _curve([True] * 12, [False] * 12), PASSED)
+    # The same numbers with the control failed: no verdict at all.
+    blind = chain_effect_verdict("sft", _curve([False] * 12, [True] * 12), FAILED)
+    assert blind.startswith("sft: no verdict, the instrument could not see the effect")
+    assert "carries" not in blind and "read back the answer 0 of 12" in blind and "failed" in blind
+
+
+def test_forced_answer_control_reads_back_the_stated_answer():
+    assert stated_result(CHAIN) == 44 and stated_result("no steps") is None
+    works = forced_answer_control(last_number_answerer, [RECORD] * 3, [CHAIN] * 3)
+    assert works["passed"] and works["recovered"] == 3 and works["n"] == 3
+    # A read-out that ignores the chain cannot read back a chain that states 19 rather than 44.
+    blind = forced_answer_control(constant_answerer, [RECORD] * 3, ["12 + 7 = 19"] * 3)
+    assert not blind["passed"] and blind["recovered"] == 0
+    assert control_phrase(blind) == ("the forced answer read back the answer 0 of 3 whole chains state "
+                                     "(positive control failed, needs 80%)")
+    assert not forced_answer_control(last_number_answerer, [RECORD], ["no steps"])["passed"]  # nothing to read back
+    seen = []
+    forced_answer_control(lambda q, c, mode="force": seen.append(mode) or ["44"] * len(c), [RECORD], [CHAIN])
+    assert seen == ["force"]  # the whole chain is read with the answer forced right after it
+
+
+def test_finish_steps_ends_the_line_it_was_cut_in():
+    class Sample:
+        def __init__(self, text):
+            self.text = text
+
+    outputs = [[Sample(" -6\n</think>")], [Sample(" 7 = 9</think><answer>9")], [Sample("1 + 1 = 2")]]
+    assert finish_steps(["-4 - 2 =", "2 +", ""], outputs) == ["-4 - 2 = -6", "2 + 7 = 9", ""]
 
 
 def test_before_final_result_cuts_the_stated_answer():
@@ -161,20 +204,40 @@ def test_before_final_result_cuts_the_stated_answer():
 
 def test_length_verdict_uses_the_difference_interval():
     bins = [{"low": 5, "high": 9, "n": 40, "correct": 36}, {"low": 30, "high": 60, "n": 40, "correct": 4}]
-    assert "is lower than" in length_verdict("base", bins)
+    assert "is lower than" in length_verdict("base", bins) and "minimum detectable effect" in length_verdict("base", bins)
     even = [{"low": 5, "high": 9, "n": 6, "correct": 3}, {"low": 30, "high": 60, "n": 6, "correct": 3}]
     assert "no difference we can tell from noise" in length_verdict("base", even)
     assert "too few answers" in length_verdict("base", bins[:1])
 
 
+def test_length_is_read_within_each_term_count():
+    three = Record(id="a", question="1 + 2 + 3 =", answer="6", metadata={"num_terms": 3})
+    four = Record(id="b", question="1 + 2 + 3 + 4 =", answer="10", rationale="1 + 2 = 3\n3 + 3 = 6\n6 + 4 = 10")
+    assert term_count(three) == 3 and term_count(four) == 4 and term_count(Record(id="c", question="?", answer="1")) is None
+    # Pooled, longer looks worse (short easy questions right, long hard ones wrong); within a term count it does not.
+    rows = ([{"id": "a", "completion_tokens": t, "correct": True} for t in (10, 12, 14, 16)]
+            + [{"id": "b", "completion_tokens": t, "correct": False} for t in (30, 32, 34, 36)])
+    pooled = length_verdict("sft", accuracy_by_length(rows, 2))
+    assert "is lower than" in pooled
+    strata = length_by_difficulty(rows, {"a": three, "b": four}, 2)
+    assert list(strata) == [3, 4] and [b["n"] for b in strata[3]] == [2, 2]
+    sentences = stratified_length_verdicts("sft", strata)
+    assert sentences[0].startswith("sft, 3 terms: longest answers") and sentences[1].startswith("sft, 4 terms:")
+    assert all("no difference we can tell from noise" in s for s in sentences)
+
+
 def test_probe_sentence_prints_changed_and_probed_counts():
     probes = faithfulness_probes(last_number_answerer, [RECORD] * 4, [CHAIN] * 4)
-    sentence = probe_sentence("sft (gold chains)", probes)
+    sentence = probe_sentence("sft (gold chains)", probes, PASSED)
     assert "changed after a corrupted step in 4 of 4 probed chains" in sentence
     assert "unchanged in 4 of the 4 chains it changed" in sentence
     flat = faithfulness_probes(constant_answerer, [RECORD] * 4, ["no steps here"] * 4)
-    sentence = probe_sentence("base", flat)
+    assert flat["faithfulness"] is None and flat["corrupted"]["accuracy"] is None  # not measured, not 0
+    assert flat["paraphrased"]["accuracy"] is None
+    sentence = probe_sentence("base", flat, PASSED)
     assert "no chain had an intermediate result" in sentence and "changed no chain" in sentence
+    blind = probe_sentence("base", probes, FAILED)
+    assert blind.startswith("base: probes not read, the instrument could not see the effect") and "corrupted" not in blind
 
 
 def test_majority_rows_and_the_sampling_vs_training_sentence():
@@ -216,11 +279,25 @@ def test_update_comparison_is_descriptive_and_lists_what_differs():
 def test_logprob_change_verdict_flips_with_the_sign_test():
     before = [-1.0] * 12
     assert "forgetting" in logprob_change_verdict("sft", before, [-2.0] * 12)
+    assert "minimum detectable effect" in logprob_change_verdict("sft", before, [-2.0] * 12)
     assert "more likely" in logprob_change_verdict("sft", before, [-0.5] * 12)
     mixed = logprob_change_verdict("sft", before, [-2.0, -0.5] * 6)
     assert "no change we can tell from noise" in mixed and "fell on 6 and rose on 6" in mixed
     with pytest.raises(CotlabError, match="same questions"):
         logprob_change_verdict("sft", before, [-1.0])
+
+
+def test_forgetting_verdict_only_when_the_trained_task_gain_shows():
+    before = [-1.0] * 12
+    gained = trained_task_control(before, [-0.5] * 12)
+    assert gained["passed"] and gained["rose"] == 12 and gained["p_value"] < 0.001
+    assert forgetting_verdict("sft on syllogism", before, [-2.0] * 12, gained).startswith("sft on syllogism: forgetting")
+    flat = trained_task_control(before, [-2.0, -0.5] * 6)
+    assert not flat["passed"] and (flat["rose"], flat["fell"]) == (6, 6)
+    assert not trained_task_control(before, [-2.0] * 12)["passed"]  # significant, but a fall on the trained task
+    blind = forgetting_verdict("sft on syllogism", before, [-2.0] * 12, flat)
+    assert blind.startswith("sft on syllogism: no verdict, the instrument could not see the effect")
+    assert "forgetting" not in blind.split("effect")[1] and "positive control failed" in blind
 
 
 def test_lesson_sentences_follow_the_numbers():
@@ -324,5 +401,8 @@ def test_probe_chain_sets_on_gold_and_own_chains():
     results = probe_chain_sets(last_number_answerer, {"sft (gold chains)": [(RECORD, CHAIN)] * 3, "sft (own chains)": own},
                                fractions=(0.0, 1.0))
     assert results["skipped"] == {"sft (own chains)": 1}
-    assert results["sft (gold chains)"]["probes"]["corrupted"]["changed"] == 3
-    assert [p["accuracy"] for p in results["sft (gold chains)"]["curve"]] == [0.0, 1.0]
+    gold = results["sft (gold chains)"]
+    assert gold["control"]["passed"] and gold["control"]["recovered"] == 3  # read on the whole chains
+    assert gold["probes"]["corrupted"]["changed"] == 3
+    # The curve reads the chains cut before their final result: a last-number reader answers 5, never 44.
+    assert [p["accuracy"] for p in gold["curve"]] == [0.0, 0.0]

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from cotlab import CotlabError
-from cotlab.lessons.rl_expansion import (coverage, curve_crossing, expansion_verdict, k_grid, paired_at_k, pass_at_k_curve,
+from cotlab.lessons.rl_expansion import (coverage, coverage_control, curve_crossing, expansion_verdict, k_grid, paired_at_k, pass_at_k_curve,
                                          pass_at_k_figure, sample_counts)
 from cotlab.logs import logged
 from cotlab.stats import trend_verdict
@@ -68,17 +68,32 @@ def test_curve_crossing_finds_the_first_sign_change_and_skips_ties():
 def test_expansion_verdict_says_sharpening_widening_or_noise():
     ks = [1, 2, 4, 8]
     cross = curve_crossing(ks, pass_at_k_curve(SHARP, ks), pass_at_k_curve(BASE, ks))
-    sharpens = expansion_verdict(paired_at_k(SHARP, BASE, 1, "grpo", "sft"), paired_at_k(SHARP, BASE, 8, "grpo", "sft"), cross)
+    sharpens = expansion_verdict(paired_at_k(SHARP, BASE, 1, "grpo", "sft"), paired_at_k(SHARP, BASE, 8, "grpo", "sft"), cross,
+                                 coverage_control(BASE, "sft"))
     assert sharpens.startswith("grpo sharpens sft") and "cross between k=4 and k=8" in sharpens
+    assert "minimum detectable effect" in sharpens and "n=30, paired sign test" in sharpens
     # The flipped branch: the broad stage against the sharp one reaches questions the other never did.
-    widens = expansion_verdict(paired_at_k(BASE, SHARP, 1, "sft", "base"), paired_at_k(BASE, SHARP, 8, "sft", "base"), cross)
+    widens = expansion_verdict(paired_at_k(BASE, SHARP, 1, "sft", "base"), paired_at_k(BASE, SHARP, 8, "sft", "base"), cross,
+                               coverage_control(SHARP))
     assert widens.startswith("sft widens what base reaches")
-    same = expansion_verdict(paired_at_k(BASE, BASE, 1), paired_at_k(BASE, BASE, 8), None)
+    same = expansion_verdict(paired_at_k(BASE, BASE, 1), paired_at_k(BASE, BASE, 8), None, coverage_control(BASE))
     assert "no difference we can tell from noise" in same and "do not cross for k up to 8" in same
     # Better at k=1, and too few questions at k=K to tell: sharpening without evidence on reach.
     few = sampled([8] * 24 + [0] * 6)[:26], sampled([2] * 30)[:26]
-    partial = expansion_verdict(paired_at_k(*few, 1, "grpo", "sft"), paired_at_k(*few, 8, "grpo", "sft"), None)
+    partial = expansion_verdict(paired_at_k(*few, 1, "grpo", "sft"), paired_at_k(*few, 8, "grpo", "sft"), None,
+                                coverage_control(few[1], "sft"))
     assert partial.startswith("grpo sharpens sft at k=1; at k=8 the two cannot be told apart")
+
+
+def test_no_crossover_verdict_when_the_start_solves_nothing():
+    blind = sampled([0] * 30)
+    control = coverage_control(blind, "base")
+    assert control == {"passed": False, "start": "base", "covered": 0, "n": 30, "what": control["what"]}
+    assert coverage_control(sampled([0] * 29 + [1]), "base")["passed"]  # one question within K is enough
+    sentence = expansion_verdict(paired_at_k(SHARP, blind, 1, "sft", "base"), paired_at_k(SHARP, blind, 8, "sft", "base"),
+                                 None, control)
+    assert sentence.startswith("sft vs base: no verdict, the instrument could not see the effect: base solved 0 of 30")
+    assert "widens" not in sentence and "sharpens" not in sentence  # the same numbers with coverage above 0 say widens
 
 
 def test_logged_reads_one_metric_in_step_order():

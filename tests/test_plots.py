@@ -44,15 +44,26 @@ def test_accuracy_by_length_lines(tmp_path):
     fig = plots.accuracy_by_length_lines({"base": bins, "sft": bins}, tmp_path / "l.png")
     assert (tmp_path / "l.png").is_file() and len(fig.axes[0].lines) == 2
     assert list(fig.axes[0].lines[0].get_xdata()) == [2.0, 6.0]
+    counted = [{**bins[0], "correct": 4, "n": 4}, {**bins[1], "correct": 2, "n": 4}]
+    fig = plots.accuracy_by_length_lines({"sft, 3 terms": counted})
+    caps = fig.axes[0].containers[0].lines[2][0].get_segments()  # the error bar of each point
+    assert [tuple(seg[:, 1].round(3)) for seg in caps] == [(0.51, 1.0), (0.15, 0.85)]  # Wilson 4/4 and 2/4
+    assert "Wilson 95% CI" in fig.axes[0].get_ylabel()
 
 
 def test_faithfulness_figure(tmp_path):
     curve = [{"fraction": 0.0, "accuracy": 0.1}, {"fraction": 1.0, "accuracy": 0.9}]
-    probe = {"corrupted": {"follows": 0.5}, "filler": {"accuracy": 0.2}, "paraphrased": {"unchanged": None}}
+    probe = {"n": 4, "corrupted": {"follows": 0.5, "changed": 2, "n": 4}, "filler": {"accuracy": 0.25, "correct": 1},
+             "paraphrased": {"unchanged": None, "unchanged_count": 0, "n": 0}}
     fig = plots.faithfulness_figure({"base (gold)": curve, "sft (gold)": curve, "sft (own)": curve},
-                                    {"base": probe, "sft": probe}, tmp_path / "f.png")
+                                    {"base": probe, "sft": probe}, tmp_path / "f.png",
+                                    controls={"sft": {"passed": False}, "base": {"passed": True}})
     left, right = fig.axes
     assert (tmp_path / "f.png").is_file() and len(left.lines) == 3 and _bars(right) == 6
+    heights = [patch.get_height() for patch in right.patches]
+    assert heights[:4] == [0.5, 0.5, 0.25, 0.25] and all(h != h for h in heights[4:])  # unmeasured: nan, not 0
+    assert [t.get_text() for t in right.texts] == ["not measured", "not measured"]
+    assert [t.get_text() for t in right.get_xticklabels()] == ["base", "sft (control failed)"]
 
 
 def test_scaling_figure(tmp_path):

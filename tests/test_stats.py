@@ -10,8 +10,9 @@ import statistics
 import pytest
 
 from cotlab import CotlabError
-from cotlab.stats import (accuracy_phrase, across_seeds, compare_paired, difference_interval, difference_verdict,
-                          eval_set_hash, fisher_exact, holm, mcnemar_exact, paired_outcomes, paired_verdict, wilson_interval, with_holm)
+from cotlab.stats import (accuracy_phrase, across_seeds, all_controls, compare_paired, difference_interval, difference_verdict,
+                          eval_set_hash, fisher_exact, holm, mcnemar_exact, mde_paired, mde_phrase, mde_two_proportions,
+                          paired_outcomes, paired_power, paired_verdict, wilson_interval, with_holm)
 
 
 def rows(pattern: str, prefix: str = "q") -> list[dict]:
@@ -188,3 +189,39 @@ def test_eval_set_hash():
     assert compare_paired(rows("10"), rows("01"))["eval_set"] == eval_set_hash(["q0", "q1"])
     with pytest.raises(CotlabError):
         eval_set_hash([])
+
+
+def test_paired_power_is_the_exact_binomial_sum():
+    # Six questions, every one won: 6-0 gives McNemar p = 2/64 < 0.05, 5-0 gives 0.0625: only D=6 all won rejects.
+    assert paired_power(6, 1.0, 1.0) == pytest.approx(1.0)
+    assert paired_power(5, 1.0, 1.0) == 0.0
+    # A wins on half the questions and never loses: rejected only when all six are discordant, 0.5^6.
+    assert paired_power(6, 0.5, 0.5) == pytest.approx(0.5**6)
+    assert paired_power(30, 0.0, 0.4) < 0.05  # no difference: the test's own size, below alpha
+    with pytest.raises(CotlabError):
+        paired_power(10, 0.5, 0.2)
+
+
+def test_mde_paired_shrinks_with_n_and_is_none_when_nothing_can_show():
+    assert mde_paired(4) is None  # 4 wins, 0 losses: p = 0.125
+    sizes = [mde_paired(n, 0.3) for n in (12, 30, 100)]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 0.25
+    found = mde_paired(30, 0.3)
+    assert paired_power(30, found, max(0.3, found)) >= 0.8 > paired_power(30, found - 0.005, max(0.3, found - 0.005))
+    assert mde_paired(16, 1.0) > mde_paired(16, 0.0)  # a sign test on a continuous score: every question discordant
+
+
+def test_mde_two_proportions_matches_cohens_table():
+    # Cohen's tables: h = 0.2 needs 392 per group (80% power, two-sided 0.05); around p = 0.5, h = 0.2 is ~10 points.
+    assert mde_two_proportions(392, 392, 0.5) == pytest.approx(0.0993, abs=1e-3)
+    assert mde_two_proportions(50, 50, 0.0) > mde_two_proportions(200, 200, 0.0)
+    assert mde_two_proportions(50, 50, 1.0) > 0  # nothing can rise above 100%: the fall is given
+    assert mde_two_proportions(1, 1, 0.5) is None
+
+
+def test_mde_phrase_and_all_controls():
+    assert mde_phrase(0.314, 30, "paired") == "minimum detectable effect 31 points (80% power, α = 0.05, n=30, paired)"
+    assert mde_phrase(None, 4, "paired") == "no effect is detectable at 80% power, α = 0.05 with n=4 (paired)"
+    both = all_controls({"a": {"passed": True}, "b": {"passed": False}}, "x")
+    assert both == {"passed": False, "what": "x", "controls": {"a": {"passed": True}, "b": {"passed": False}}}
+    assert all_controls({"a": {"passed": True}}, "x")["passed"] and not all_controls({}, "x")["passed"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from cotlab import CotlabError
 from cotlab.recipes import METHOD_BUDGET_FIELDS
 from cotlab.prompts import forced_answer_prompts
-from cotlab.stats import mcnemar_exact
+from cotlab.stats import mcnemar_exact, mde_paired, mde_phrase
 
 
 def lora_delta_norms(adapter: str | Path, base_weights: dict | None = None) -> list[dict]:
@@ -149,23 +149,55 @@ def score_points(model_name: str, points, record_sets: dict[str, list], batch_si
     return scored
 
 
-def logprob_change_verdict(label: str, before: list[float], after: list[float], alpha: float = 0.05) -> str:
-    """Did the gold answers get more or less likely, question by question?  An exact two-sided
-    sign test (the binomial form McNemar's test also uses) on how many questions rose and fell;
-    'forgot' or 'gained' only when p < alpha."""
+def _sign_counts(before: list[float], after: list[float]) -> dict:
     if len(before) != len(after) or not before:
         raise CotlabError(f"a paired change needs the same questions before and after, got {len(before)} and {len(after)}")
     rose = sum(a > b for a, b in zip(after, before))
     fell = sum(a < b for a, b in zip(after, before))
-    p = mcnemar_exact(rose, fell)
-    mean = sum(a - b for a, b in zip(after, before)) / len(before)
-    evidence = (f"gold answer log-likelihood fell on {fell} and rose on {rose} of {len(before)} questions, mean change "
-                f"{mean:+.3f} nats per token, exact sign test p = {p:.2g}")
-    if p < alpha and fell > rose:
+    return {"n": len(before), "rose": rose, "fell": fell, "p_value": mcnemar_exact(rose, fell),
+            "mean_change": sum(a - b for a, b in zip(after, before)) / len(before)}
+
+
+def _sign_evidence(counts: dict) -> str:
+    return (f"gold answer log-likelihood fell on {counts['fell']} and rose on {counts['rose']} of {counts['n']} questions, "
+            f"mean change {counts['mean_change']:+.3f} nats per token, exact sign test p = {counts['p_value']:.2g}")
+
+
+def logprob_change_verdict(label: str, before: list[float], after: list[float], alpha: float = 0.05) -> str:
+    """Did the gold answers get more or less likely, question by question?  An exact two-sided
+    sign test (the binomial form McNemar's test also uses) on how many questions rose and fell;
+    'forgot' or 'gained' only when p < alpha.  Beside it, the sign test's minimum detectable
+    effect: the net share of questions (rose minus fell) it finds with 80% power (`mde_paired`
+    with every question moving one way or the other)."""
+    counts = _sign_counts(before, after)
+    evidence = (f"{_sign_evidence(counts)}; "
+                f"{mde_phrase(mde_paired(counts['n'], 1.0, alpha), counts['n'], 'sign test, net share of questions that rose')}")
+    if counts["p_value"] < alpha and counts["fell"] > counts["rose"]:
         return f"{label}: forgetting ({evidence})"
-    if p < alpha:
+    if counts["p_value"] < alpha:
         return f"{label}: the gold answers became more likely ({evidence})"
     return f"{label}: no change we can tell from noise ({evidence})"
+
+
+def trained_task_control(before: list[float], after: list[float], alpha: float = 0.05) -> dict:
+    """The forgetting measure's positive control: on the task the stage trained on, its gold
+    answers must have become more likely than under the base model (the sign test at alpha).  A
+    measure that cannot see a gain the stage's accuracy shows cannot be trusted to see a loss
+    elsewhere, so the untrained tasks get a verdict only when this passes."""
+    counts = _sign_counts(before, after)
+    return {"passed": counts["p_value"] < alpha and counts["rose"] > counts["fell"],
+            "what": "on the trained task the gold answer's log-likelihood (after an empty chain) rose against the base model, exact sign test",
+            **counts}
+
+
+def forgetting_verdict(label: str, before: list[float], after: list[float], control: dict, alpha: float = 0.05) -> str:
+    """logprob_change_verdict on an untrained task, printed only when the stage's
+    `trained_task_control` passed; otherwise the sentence says the instrument could not see the
+    effect and gives no verdict."""
+    if not control["passed"]:
+        return (f"{label}: no verdict, the instrument could not see the effect: on the trained task "
+                f"{_sign_evidence(control)} (positive control failed)")
+    return logprob_change_verdict(label, before, after, alpha)
 
 
 _LAYER = re.compile(r"layers\.(\d+)\.")

@@ -19,7 +19,7 @@ import math
 
 from cotlab import CotlabError
 from cotlab.evaluate import pass_at_k
-from cotlab.stats import mcnemar_exact
+from cotlab.stats import mcnemar_exact, mde_paired, mde_phrase
 
 
 def sample_counts(rows: list[dict]) -> dict[str, tuple[int, int]]:
@@ -89,6 +89,15 @@ def curve_crossing(ks: list[int], curve_a: list[float], curve_b: list[float], to
     return None
 
 
+def coverage_control(start_rows: list[dict], start: str = "base") -> dict:
+    """The crossover question's positive control: the model a stage started from must solve at
+    least one question within its K samples.  With coverage 0 its pass@k is 0 at every k, so no
+    curve can fall below it and 'sharpening, not widening' cannot show whatever RL did."""
+    covered, n = coverage(start_rows)
+    return {"passed": covered > 0, "start": start, "covered": covered, "n": n,
+            "what": f"{start}'s coverage (questions solved by at least one of K samples) is above 0"}
+
+
 def _side(result: dict, alpha: float) -> int:
     """+1 when A is above B beyond noise, -1 when below, 0 when the test cannot tell."""
     if result["p_value"] >= alpha or result["wins"] == result["losses"]:
@@ -98,15 +107,22 @@ def _side(result: dict, alpha: float) -> int:
 
 def _evidence(result: dict) -> str:
     p = result["p_value"]
+    n = result["n"]
+    mde = mde_paired(n, (result["wins"] + result["losses"]) / n)
     return (f"pass@{result['k']} {result['pass_a']:.0%} vs {result['pass_b']:.0%}, higher on {result['wins']} questions and "
-            f"lower on {result['losses']} of {result['n']}, sign test p = {p:.2g}")
+            f"lower on {result['losses']} of {n}, sign test p = {p:.2g}, {mde_phrase(mde, n, 'paired sign test')}")
 
 
-def expansion_verdict(first: dict, last: dict, crossing: dict | None, alpha: float = 0.05) -> str:
+def expansion_verdict(first: dict, last: dict, crossing: dict | None, control: dict, alpha: float = 0.05) -> str:
     """The 'what we saw' sentence on stage A (trained) against stage B (its start) at k = 1
     (`first`) and k = K (`last`), both from paired_at_k: sharpening (A better at k=1, worse at
-    k=K), widening (A reaches questions B never did) or not to be told from noise."""
+    k=K), widening (A reaches questions B never did) or not to be told from noise, each test with
+    its minimum detectable effect.  No verdict when B's `coverage_control` failed."""
     a, b, big_k = first["a"], first["b"], last["k"]
+    if not control["passed"]:
+        return (f"{a} vs {b}: no verdict, the instrument could not see the effect: {b} solved {control['covered']} of "
+                f"{control['n']} questions within {big_k} samples (coverage 0), so its pass@k curve is 0 at every k and "
+                "no curve can cross it (positive control failed).")
     low, high = _side(first, alpha), _side(last, alpha)
     if high > 0:
         claim = (f"{a} widens what {b} reaches: it solves questions {b} did not within {big_k} samples, unlike the "
