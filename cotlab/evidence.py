@@ -81,6 +81,50 @@ def family_verdicts(family: dict[str, dict[str, dict]], alpha: float = ALPHA) ->
     return [f"{label}: " + paired_verdict(c, alpha) for label, comparisons in family.items() for c in comparisons.values()]
 
 
+# The run's one Holm family: every pair of PAIRS both of whose stages were scored, in and out of
+# distribution.  summary.json names it, and the notebook that prints these tests' adjusted p (04, once
+# every stage is scored) reads it from here, so a test has one adjusted p per run.
+RUN_FAMILY = "stage tests: every pair of scored stages (cotlab.evidence.PAIRS), in and out of distribution"
+FAMILY_LABELS = {"": "In distribution", "_ood": "Out of distribution"}
+
+
+def run_family(run_dir: str | Path) -> dict[str, dict[str, dict]]:
+    """The run's Holm family as it stands on disk: {"" or "_ood": {"A_vs_B": comparison with p_holm}}."""
+    run = Run(run_dir)
+    return family_comparisons({suffix: stage_rows(run, ood) for ood, suffix in ((False, ""), (True, "_ood"))})
+
+
+def run_family_verdicts(run_dir: str | Path, alpha: float = ALPHA) -> list[str]:
+    """'In/Out of distribution: verdict' for every test of the run's Holm family, then the family's name and size."""
+    family = run_family(run_dir)
+    size = sum(len(tests) for tests in family.values())
+    return ([f"{FAMILY_LABELS[suffix]}: " + paired_verdict(c, alpha) for suffix, tests in family.items() for c in tests.values()]
+            + [f"(Holm-adjusted over the run's family of {size} tests, {RUN_FAMILY}; summary.json's holm_family)"])
+
+
+def unadjusted_verdicts(by_label: dict[str, dict[str, list[dict]]], alpha: float = ALPHA, pairs=PAIRS) -> list[str]:
+    """'label: verdict' for every pair scored on the same questions, on its own p: a notebook that
+    runs before the run's family is complete (02) says so rather than adjust over part of it."""
+    return [f"{label}: " + paired_verdict(c, alpha) + " (unadjusted)" for label, rows in by_label.items()
+            for c in paired_comparisons(rows, pairs).values()]
+
+
+def with_seeds(paired: dict, results: dict) -> dict:
+    """summary.json's paired dpo_vs_sft and grpo_vs_sft, with how many training seeds stand behind
+    them: notebooks 03 and 04 retrain the stage with further seeds from the same start (`over_seeds`
+    in their results); without them, n_seeds is 1."""
+    for key, lesson in (("dpo_vs_sft", "dpo"), ("grpo_vs_sft", "grpo")):
+        if key not in paired:
+            continue
+        over = results.get(lesson, {}).get("over_seeds")
+        if over and over.get("b") == "sft":
+            paired[key].update({"n_seeds": over["n_seeds"], "over_seeds": {k: over[k] for k in (
+                "wins", "losses", "ties", "p_value", "accuracy_a", "accuracy_b", "seeds_difference", "across_seeds")}})
+        else:
+            paired[key]["n_seeds"] = 1
+    return paired
+
+
 def run_evidence(run_dir: str | Path) -> dict:
     """The statistical part of a run's summary.json, from its evaluations on disk: per stage
     `accuracy` and Wilson 95% `interval`; `n_eval` and `eval_set` (the hash of the question ids);
@@ -92,7 +136,9 @@ def run_evidence(run_dir: str | Path) -> dict:
     evidence = {"dtype": {stage: result.summary.get("dtype") for stage in REPORT_STAGES
                           if (result := run.evaluation(stage)) is not None and result.rows}}
     by_suffix = {suffix: stage_rows(run, ood) for ood, suffix in ((False, ""), (True, "_ood"))}
-    family = family_comparisons(by_suffix)
+    family = run_family(run_dir)
+    evidence["holm_family"] = {"name": RUN_FAMILY, "size": sum(len(tests) for tests in family.values()),
+                               "tests": [key + suffix for suffix, tests in family.items() for key in tests]}
     for suffix, rows in by_suffix.items():
         counts = {stage: correct_count(stage_result) for stage, stage_result in rows.items()}
         ids = sorted({r["id"] for stage_result in rows.values() for r in stage_result})
@@ -104,6 +150,7 @@ def run_evidence(run_dir: str | Path) -> dict:
         evidence["eval_set" + suffix] = eval_set_hash(ids) if ids else None
         evidence["paired" + suffix] = {key: {k: c[k] for k in ("wins", "losses", "p_value", "p_holm", "family_size", "n", "difference")}
                                        for key, c in family[suffix].items()}
+    with_seeds(evidence["paired"], run.results())
     return evidence
 
 
@@ -246,3 +293,23 @@ def across_runs_phrase(stage: str, spread: dict) -> str:
     low, high = spread["interval"]
     return (f"{stage}: mean {100 * spread['mean']:.0f}% over {spread['n_runs']} runs "
             f"(95% t interval of the mean {100 * low:.0f}–{100 * high:.0f}%)")
+
+
+def sft_change_sentence(train_rows: int, train_set: str, steps: int, minutes: float, before: dict, after: dict) -> str:
+    """What an SFT run changed in the answers' form: format compliance and mean length, base -> SFT."""
+    def moved(key, fmt):
+        a, b = before[key], after[key]
+        word = "rose" if b > a else "fell" if b < a else "stayed"
+        return f"{word} {fmt.format(a)} -> {fmt.format(b)}"
+    return (f"CoT SFT on {train_rows} {train_set} rows for {steps} steps ({minutes:.1f} min): format compliance "
+            f"{moved('format_ok_ratio', '{:.0%}')}; mean length {moved('mean_completion_tokens', '{:.0f}')} tokens.")
+
+
+def qlora_sentence(qlora: dict, lora: dict, rank: int) -> str:
+    """QLoRA against LoRA at the same rank, one run each: weights memory, peak memory, speed."""
+    ratio = lora["weights_memory_mb"] / qlora["weights_memory_mb"]
+    size = f"{ratio:.1f}x smaller" if ratio > 1 else f"{1 / ratio:.1f}x larger (4-bit saved nothing here)"
+    speed = "slower" if qlora["tokens_per_second"] < lora["tokens_per_second"] else "faster"
+    return (f"QLoRA vs LoRA r={rank}: weights {qlora['weights_memory_mb']:.0f} vs {lora['weights_memory_mb']:.0f} MB ({size}), "
+            f"peak memory {qlora['peak_memory_mb']:.0f} vs {lora['peak_memory_mb']:.0f} MB, {qlora['tokens_per_second']:.0f} vs "
+            f"{lora['tokens_per_second']:.0f} tokens/s ({speed}; one run each, no interval).")

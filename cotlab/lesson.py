@@ -24,14 +24,19 @@ from cotlab.evidence import (
     error_bars,
     family_comparisons,
     family_verdicts,
+    paired_comparisons,
+    qlora_sentence,
+    run_family_verdicts,
+    sft_change_sentence,
     short_runs_against,
     stage_lines,
+    unadjusted_verdicts,
     verdicts,
 )
 from cotlab.generate import GenerationStats, SamplingConfig, generate
 from cotlab.io import write_jsonl
 from cotlab.layout import Run
-from cotlab.logs import logged, mean_logged
+from cotlab.logs import logged, mean_logged, reward_sentence, reward_summary
 from cotlab.models import count_parameters, load_model, load_tokenizer
 from cotlab.pairs import PAIR_MODES, pairs_from_samples
 from cotlab.plots import (
@@ -51,7 +56,7 @@ from cotlab.prompts import build_messages, exemplars_from, render_prompt
 from cotlab.recipes import DistillRecipe, DPORecipe, fields_of, GRPORecipe, SFTRecipe
 from cotlab.rewards import grpo_rows
 from cotlab.stats import (accuracy_phrase, across_seeds, all_controls, compare_paired, mde_paired, mde_phrase, mde_two_proportions,
-                          paired_verdict, paper_claim_sentence, trend_verdict, with_holm)
+                          over_seeds, over_seeds_verdict, paired_verdict, paper_claim_sentence, trend_verdict, with_holm)
 from cotlab.teachers import GoldTeacher, LocalTeacher
 from cotlab.training import load_training_dataset, train_and_score, train_dpo, train_grpo, train_onpolicy, train_sft
 
@@ -64,11 +69,12 @@ __all__ = ["acceptance_and_coverage", "accepted", "accuracy_and_length", "accura
            "faithfulness_figure", "family_comparisons", "family_verdicts", "fields_of", "gain_vs_forgetting", "generate", "GenerationStats",
            "GoldTeacher", "grpo_rows", "GRPORecipe", "length_histograms", "load_model", "load_records", "load_tokenizer",
            "load_training_dataset", "LocalTeacher", "logged", "matched_budget", "mde_paired", "mde_phrase",
-           "mde_two_proportions", "mean_logged", "mix_long_short", "pair_lengths",
-           "PAIR_MODES", "paired_verdict", "pairs_from_samples", "paper_claim_sentence", "reject_sample", "render_prompt", "Run",
-           "SamplingConfig", "save_dataset", "scaling_figure", "sft_start", "SFTRecipe", "short_runs_against", "shorten",
+           "mde_two_proportions", "mean_logged", "mix_long_short", "over_seeds", "over_seeds_verdict", "pair_lengths",
+           "PAIR_MODES", "paired_comparisons", "paired_verdict", "pairs_from_samples", "paper_claim_sentence", "qlora_sentence", "reject_sample", "render_prompt", "reward_sentence",
+           "reward_summary", "Run", "run_family_verdicts", "seed_runs",
+           "SamplingConfig", "save_dataset", "scaling_figure", "sft_start", "sft_change_sentence", "SFTRecipe", "short_runs_against", "shorten",
            "stage_figure", "stage_lines", "StageScores", "star", "train_and_score", "train_dpo", "train_grpo", "train_onpolicy",
-           "train_sft", "training_curves", "trend_verdict", "update_sizes", "verdicts", "with_holm", "write_jsonl"]
+           "train_sft", "training_curves", "trend_verdict", "unadjusted_verdicts", "update_sizes", "verdicts", "with_holm", "write_jsonl"]
 
 
 class StageScores:
@@ -120,3 +126,22 @@ def sft_start(run, model: str, task: str, folder: str | Path, steps: int, n_trai
     metrics = train_sft(SFTRecipe(model=model, output_dir=str(folder), max_steps=steps, seed=seed, save_steps=10_000), rows)
     when = "by this lesson earlier" if metrics.get("reused") else "here"
     return metrics["output"], f"a {steps}-step SFT on {len(rows)} gold chains trained {when} (the run has no notebook-02 adapter)"
+
+
+def seed_runs(stage: str, values: dict, train, data, seeds: list[int], run, held_out, sampling, task: str,
+              backend: str = "hf") -> dict[int, list[dict]]:
+    """The stage trained again with each further seed of `seeds` (the recipe's own seed is the main
+    run, trained already): the same start, data and budget (`values`, the main recipe's dict), only
+    the seed differs.  Each run is scored on the same held-out questions; {seed: rows}.  A run or
+    evaluation already on disk with the same recipe is read back, so a resumed job does not redo it."""
+    from cotlab.recipes import RECIPES
+
+    found = {}
+    for seed in seeds:
+        if seed == values["seed"]:
+            continue
+        recipe = RECIPES[stage](**{**values, "seed": seed, "save_steps": 10_000, "output_dir": str(run.training_dir(stage, f"seed{seed}"))})
+        metrics = train(recipe, data)
+        found[seed] = evaluate_to(run.training_dir(stage).parent / f"eval_seed{seed}", held_out, model=values["model"],
+                                  adapter=metrics["output"], sampling=sampling, data=task, backend=backend).rows
+    return found

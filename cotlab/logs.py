@@ -30,3 +30,29 @@ def mean_logged(log_history: list[dict], key: str, last_fraction: float = 1.0) -
         return None
     tail = values[-max(1, round(last_fraction * len(values))):]
     return sum(tail) / len(tail)
+
+
+def reward_summary(log_history: list[dict]) -> dict:
+    """What a GRPO run's logs say about its learning signal: the mean total reward over the first
+    and last half of the logged steps, the share of groups whose completions all got the same
+    reward (no advantage, no gradient) and the share of completions cut off at max_completion_length."""
+    first, last = halves(log_history, "reward") or (mean_logged(log_history, "reward"),) * 2
+    return {"first_half": first, "last_half": last, "rewards": logged(log_history, "reward")[1],
+            "frac_reward_zero_std": mean_logged(log_history, "frac_reward_zero_std"),
+            "clipped_ratio": mean_logged(log_history, "completions/clipped_ratio")}
+
+
+def reward_sentence(summary: dict) -> str:
+    """The reward's trend (stats.trend_verdict over the logged steps), and what most often keeps it
+    at 0: groups with no spread, and chains cut off before their answer."""
+    from cotlab.stats import trend_verdict
+
+    if summary["first_half"] is None:
+        return "No reward was logged: the run took no logged step."
+    lines = [trend_verdict(summary["rewards"], "mean total reward") + "."]
+    zero, clipped = summary["frac_reward_zero_std"] or 0.0, summary["clipped_ratio"] or 0.0
+    lines.append(f"{zero:.0%} of groups had zero reward spread" + (
+        " (most groups gave no learning signal: every completion of a question scored alike)" if zero > 0.5 else " (no learning signal from those)"))
+    lines.append(f"{clipped:.0%} of training completions hit max_completion_length" + (
+        ": most chains were cut off before their answer, so correctness could not reward them; raise max_completion_length." if clipped > 0.5 else "."))
+    return " ".join(lines[:1]) + " " + "; ".join(lines[1:])

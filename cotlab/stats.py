@@ -83,7 +83,7 @@ def paired_outcomes(a_rows: list[dict], b_rows: list[dict]) -> dict:
     if a.keys() != b.keys():
         only_a, only_b = a.keys() - b.keys(), b.keys() - a.keys()
         raise CotlabError(f"a paired comparison needs the same questions: {len(only_a)} only in A, "
-                          f"{len(only_b)} only in B (e.g. {sorted(map(str, only_a | only_b))[0]!r})")
+                          f"{len(only_b)} only in B (e.g. {min(map(str, only_a | only_b))!r})")
     counts = {"wins": 0, "losses": 0, "both_right": 0, "both_wrong": 0}
     for qid, a_right in a.items():
         b_right = b[qid]
@@ -276,6 +276,84 @@ def across_seeds(values: list[float], confidence: float = 0.95) -> dict:
 # Which questions --------------------------------------------------------------------------------
 
 
+def pooled_paired(a_rows_by_seed: dict, b_rows_by_seed: dict, a: str, b: str) -> dict:
+    """Objective A against B on the same held-out questions over several seeds, question by
+    question: for each question, on how many seeds A was right and on how many B was; a win when
+    A's count is higher, a loss when lower, a tie otherwise; the exact two-sided sign test
+    (`stats.mcnemar_exact`) on wins and losses.  Why not one pair per (seed, question): the same
+    question recurs once per seed, and a question that is easy for A and hard for B is so on every
+    seed, so those pairs are not independent and the pooled p-value would be too small.  One
+    outcome per question keeps the test's assumption.  `accuracy_a`/`accuracy_b` are the means
+    over all seeds' answers, `n` the number of questions, `seeds` how many seeds each count is of."""
+    if a_rows_by_seed.keys() != b_rows_by_seed.keys() or not a_rows_by_seed:
+        raise CotlabError(f"{a} and {b} need runs for the same seeds")
+    counts: dict = {}
+    for side, by_seed in ((0, a_rows_by_seed), (1, b_rows_by_seed)):
+        for seed, rows in by_seed.items():
+            right = {row["id"]: bool(row["correct"]) for row in rows}
+            if counts and right.keys() != counts.keys():
+                raise CotlabError(f"every seed of {a} and {b} must answer the same questions (seed {seed} differs)")
+            for qid, correct in right.items():
+                counts.setdefault(qid, [0, 0])[side] += correct
+    wins = sum(x > y for x, y in counts.values())
+    losses = sum(x < y for x, y in counts.values())
+    seeds, n = len(a_rows_by_seed), len(counts)
+    accuracy_a, accuracy_b = (sum(c[side] for c in counts.values()) / (n * seeds) for side in (0, 1))
+    return {"a": a, "b": b, "wins": wins, "losses": losses, "ties": n - wins - losses, "n": n, "seeds": seeds,
+            "p_value": mcnemar_exact(wins, losses), "accuracy_a": accuracy_a, "accuracy_b": accuracy_b,
+            "difference": accuracy_a - accuracy_b, "eval_set": eval_set_hash(list(counts))}
+
+
+def over_seeds(rows_by_seed: dict, reference_rows: list[dict], a: str, b: str) -> dict:
+    """A stage trained with several seeds from one start (DPO or GRPO from the SFT adapter), against
+    that start's one set of answers, on the same questions.  Two views of the same runs:
+    `pooled_paired` (per question: on how many seeds A was right against B's 0 or all; the exact
+    sign test on the questions that differ) and `across_seeds` (each seed's accuracy difference,
+    with its Student t interval: how much training randomness alone moves the result).  B's own
+    training noise is not in it: B is one run."""
+    pooled = pooled_paired(rows_by_seed, {seed: reference_rows for seed in rows_by_seed}, a, b)
+    accuracy_b = sum(bool(r["correct"]) for r in reference_rows) / len(reference_rows)
+    differences = {str(seed): sum(bool(r["correct"]) for r in rows) / len(rows) - accuracy_b for seed, rows in rows_by_seed.items()}
+    return {**pooled, "n_seeds": len(rows_by_seed), "seeds_difference": differences,
+            "across_seeds": across_seeds(list(differences.values()))}
+
+
+def over_seeds_winner(comparison: dict, alpha: float = 0.05) -> str | None:
+    """'a' or 'b' when both views of an `over_seeds` comparison agree: the per-question sign test
+    clears alpha and the seeds' t interval excludes zero on the same side; else None."""
+    interval = comparison["across_seeds"]["interval"]
+    winner = paired_winner(comparison, alpha)
+    if interval is None or winner is None:
+        return None
+    low, high = interval
+    return winner if (low > 0 and winner == "a") or (high < 0 and winner == "b") else None
+
+
+def over_seeds_verdict(comparison: dict, alpha: float = 0.05) -> str:
+    """The sentence for an `over_seeds` comparison: a direction only when the per-question test
+    clears alpha AND the seeds' t interval excludes zero on the same side; one seed says so."""
+    a, b, n, seeds = comparison["a"], comparison["b"], comparison["n"], comparison["n_seeds"]
+    spread = comparison["across_seeds"]
+    mean = 100 * spread["mean"]
+    detectable = mde_phrase(mde_paired(n, (comparison["wins"] + comparison["losses"]) / n), n, "per-question sign test")
+    per_question = (f"per question, {a} right on more seeds than {b} on {comparison['wins']} and on fewer on "
+                    f"{comparison['losses']} of {n} (exact sign test {_p_text(comparison['p_value'])}; {detectable})")
+    if seeds < 2 or spread["interval"] is None:
+        return (f"{a} vs {b} on one training seed: {mean:+.1f} points, {per_question}; one seed cannot separate the "
+                f"method from training noise")
+    low, high = (100 * x for x in spread["interval"])
+    across = f"{mean:+.1f} points on average over {seeds} training seeds (95% t interval {low:+.1f} to {high:+.1f})"
+    if low == high == 0:
+        return f"{a} and {b} answered alike on every seed ({across}; {per_question}): no difference"
+    winner = over_seeds_winner(comparison, alpha)
+    if winner:
+        return f"{a} is {'better' if winner == 'a' else 'worse'} than {b}: {across}; {per_question}"
+    if comparison["p_value"] < alpha or low > 0 or high < 0:
+        return (f"{a} vs {b}: the seeds and the questions disagree ({across}; {per_question}): no conclusion "
+                f"beyond noise")
+    return f"no difference between {a} and {b} beyond noise: {across}; {per_question}"
+
+
 def eval_set_hash(ids: list[str]) -> str:
     """A short stable name for the set of questions evaluated (sha1 of the sorted, distinct ids,
     first 12 hex digits): run summaries carry it so that only runs on the same questions are
@@ -288,7 +366,10 @@ def eval_set_hash(ids: list[str]) -> str:
 def paper_claim_sentence(comparison: dict, paper: str, claim: str, alpha: float = 0.05) -> str:
     """A paper's claim (stage A beats stage B) against this run's paired test: agreed, not
     reproduced at this scale and budget, or pointing the other way."""
-    verdict, winner = paired_verdict(comparison, alpha), paired_winner(comparison, alpha)
+    if "n_seeds" in comparison:  # an over_seeds comparison: both the questions and the seeds must agree
+        verdict, winner = over_seeds_verdict(comparison, alpha), over_seeds_winner(comparison, alpha)
+    else:
+        verdict, winner = paired_verdict(comparison, alpha), paired_winner(comparison, alpha)
     if winner:
         return f"*{paper}* reports {claim}; this run {'agrees' if winner == 'a' else 'points the other way'}: {verdict}."
     return f"*{paper}* reports {claim}; this run does not reproduce it at this scale and budget: {verdict}."

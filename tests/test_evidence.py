@@ -39,14 +39,19 @@ def test_answer_only_rows_keep_prompts_and_answers_and_drop_the_chain():
         answer_only_rows([{"messages": []}])
 
 
-def test_run_evidence_is_computed_from_the_evaluations_on_disk(tmp_path):
-    run = Run(tmp_path)
+def write_sft_stages(run: Run) -> None:
+    """base, sft and its answer-only control on ten questions; sft and base on two out of distribution."""
     write_stage(run, "base", "0000000000")
     write_stage(run, "sft", "1111111100")
     write_stage(run, "sft_answer_only", "1100000000")
-    write_stage(run, "grpo", "1111111000")
     write_stage(run, "sft", "10", ood=True, prefix="o")
     write_stage(run, "base", "00", ood=True, prefix="o")
+
+
+def test_run_evidence_is_computed_from_the_evaluations_on_disk(tmp_path):
+    run = Run(tmp_path)
+    write_sft_stages(run)
+    write_stage(run, "grpo", "1111111000")
     evidence = run_evidence(tmp_path)
 
     assert evidence["accuracy"] == {"base": 0.0, "sft_answer_only": 0.2, "sft": 0.8, "grpo": 0.7}
@@ -172,3 +177,55 @@ def test_short_runs_are_each_compared_with_the_reference_and_holm_adjusted():
     assert not any("best" in line or "worst" in line for line in lines)
     with pytest.raises(CotlabError, match="no short run 'gold_r8'"):
         short_runs_against("gold_r8", runs, 20)
+
+
+def test_the_run_has_one_holm_family_that_summary_and_notebook_04_share(tmp_path):
+    """The same test got Holm p 0.09, 0.11 and 0.22 in 02, 04 and summary.json: now summary.json names
+    one family, and the verdicts notebook 04 prints are computed over exactly it."""
+    from cotlab.evidence import RUN_FAMILY, run_family_verdicts
+
+    write_sft_stages(Run(tmp_path))
+    evidence = run_evidence(tmp_path)
+    assert evidence["holm_family"]["name"] == RUN_FAMILY and evidence["holm_family"]["size"] == 4
+    assert set(evidence["holm_family"]["tests"]) == {"sft_vs_base", "sft_answer_only_vs_base", "sft_vs_sft_answer_only", "sft_vs_base_ood"}
+    lines = run_family_verdicts(tmp_path)
+    p_holm = evidence["paired"]["sft_vs_base"]["p_holm"]
+    assert any(line.startswith("In distribution: sft beats base") and f"Holm-adjusted p = {p_holm:.2g}"[:24] in line for line in lines)
+    assert "family of 4 tests" in lines[-1]
+
+
+def test_unadjusted_verdicts_say_so():
+    from cotlab.evidence import unadjusted_verdicts
+
+    lines = unadjusted_verdicts({"In": {"sft": rows_from("1111111100"), "base": rows_from("0000000000")}})
+    assert lines == [lines[0]] and lines[0].startswith("In: sft beats base") and lines[0].endswith("(unadjusted)")
+    assert "Holm" not in lines[0]
+
+
+def test_summary_pairs_carry_how_many_training_seeds_stand_behind_them(tmp_path):
+    from cotlab.stats import over_seeds
+
+    run = Run(tmp_path)
+    write_stage(run, "sft", "1111100000")
+    write_stage(run, "dpo", "1111000000")
+    write_stage(run, "grpo", "1111110000")
+    assert run_evidence(tmp_path)["paired"]["dpo_vs_sft"]["n_seeds"] == 1  # no seed runs recorded
+    over = over_seeds({0: rows_from("1111000000"), 1: rows_from("1110000000"), 2: rows_from("1111100000")},
+                      rows_from("1111100000"), "dpo", "sft")
+    run.save_results("dpo", {"over_seeds": over})
+    paired = run_evidence(tmp_path)["paired"]
+    assert paired["dpo_vs_sft"]["n_seeds"] == 3 and paired["dpo_vs_sft"]["over_seeds"]["losses"] == 2
+    assert paired["grpo_vs_sft"]["n_seeds"] == 1
+
+
+def test_sft_change_and_qlora_sentences_follow_the_numbers():
+    from cotlab.evidence import qlora_sentence, sft_change_sentence
+
+    before, after = {"format_ok_ratio": 0.1, "mean_completion_tokens": 60}, {"format_ok_ratio": 0.9, "mean_completion_tokens": 40}
+    up = sft_change_sentence(600, "gold", 45, 2.5, before, after)
+    assert "format compliance rose 10% -> 90%" in up and "mean length fell 60 -> 40" in up
+    assert "format compliance fell 90% -> 10%" in sft_change_sentence(600, "gold", 45, 2.5, after, before)
+    small = {"weights_memory_mb": 100, "peak_memory_mb": 900, "tokens_per_second": 50}
+    big = {"weights_memory_mb": 400, "peak_memory_mb": 1200, "tokens_per_second": 80}
+    assert "4.0x smaller" in qlora_sentence(small, big, 16) and "slower" in qlora_sentence(small, big, 16)
+    assert "saved nothing" in qlora_sentence(big, small, 16) and "faster" in qlora_sentence(big, small, 16)

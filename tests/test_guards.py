@@ -158,3 +158,18 @@ def test_heldout_accuracy_is_logged_beside_the_reward(records, tmp_path, caplog)
     with pytest.raises(CotlabError, match="no held-out records"):
         train_grpo(GRPORecipe(model="tiny-random", output_dir=str(tmp_path / "none"), max_steps=1, num_generations=2,
                               per_device_train_batch_size=4, eval_every=1), grpo_rows(records))
+
+
+@pytest.mark.parametrize("rewards,zero,clipped,expected", [
+    ([0.0] * 6 + [1.0] * 6, 0.2, 0.1, "rose during training"),
+    ([0.5] * 12, 0.9, 0.1, "most groups gave no learning signal"),
+    ([0.0] * 12, 0.2, 0.8, "most chains were cut off"),
+    ([0.3], 0.0, 0.0, "too few to tell a trend"),
+])
+def test_reward_sentence_says_what_keeps_the_reward_at_zero(rewards, zero, clipped, expected):
+    from cotlab.logs import reward_sentence, reward_summary
+
+    history = [{"step": i + 1, "reward": r, "frac_reward_zero_std": zero, "completions/clipped_ratio": clipped} for i, r in enumerate(rewards)]
+    summary = reward_summary(history)
+    assert summary["rewards"] == rewards and summary["clipped_ratio"] == pytest.approx(clipped)
+    assert expected in reward_sentence(summary)

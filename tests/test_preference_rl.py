@@ -182,3 +182,11 @@ def test_cotlab_train_grpo_from_a_task_spec(tmp_path):
     assert '"steps": 1' in result.stdout and (out / "final" / "adapter_config.json").is_file()
     bad = run_cli("train", "grpo", "--set", "model=tiny-random", "--set", "num_generations=3", "--set", "per_device_train_batch_size=8")
     assert bad.returncode == 2 and "multiple of num_generations" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pairs_sentence_says_when_there_is_nothing_to_learn_from():
+    from cotlab.lessons.dpo import pairs_sentence
+
+    stats = {"pairs": 10, "questions": 32, "gold_chosen": 0, "cut_off_excluded": 3, "mean_chosen_tokens": 40, "mean_rejected_tokens": 52}
+    assert pairs_sentence(stats, "correct_vs_wrong").startswith("10 of 32 training questions gave a correct_vs_wrong pair")
+    assert "DPO has nothing to learn from" in pairs_sentence({**stats, "pairs": 0}, "correct_vs_wrong")

@@ -225,3 +225,46 @@ def test_mde_phrase_and_all_controls():
     both = all_controls({"a": {"passed": True}, "b": {"passed": False}}, "x")
     assert both == {"passed": False, "what": "x", "controls": {"a": {"passed": True}, "b": {"passed": False}}}
     assert all_controls({"a": {"passed": True}}, "x")["passed"] and not all_controls({}, "x")["passed"]
+
+
+def _seed_rows(patterns: list[str]) -> dict:
+    return {seed: rows(p) for seed, p in enumerate(patterns)}
+
+
+def test_over_seeds_pools_per_question_and_gives_a_t_interval_across_seeds():
+    from cotlab.stats import across_seeds, over_seeds
+
+    start = rows("1111100000")
+    over = over_seeds(_seed_rows(["1111111100", "1111111000", "1111111110"]), start, "dpo", "sft")
+    assert over["n_seeds"] == 3 and over["n"] == 10 and (over["wins"], over["losses"]) == (4, 0)
+    assert over["seeds_difference"] == pytest.approx({"0": 0.3, "1": 0.2, "2": 0.4})
+    expected = across_seeds([0.3, 0.2, 0.4])
+    assert over["across_seeds"]["interval"] == pytest.approx(expected["interval"]) and over["across_seeds"]["mean"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("patterns,start,expected", [
+    (["1111111111" * 3] * 3, "0000000000" * 3, "dpo is better than sft"),         # every seed, every question
+    (["0000000000" * 3] * 3, "1111111111" * 3, "dpo is worse than sft"),
+    (["1111100000" * 3, "1111100000" * 3, "1111100000" * 3], "1111100000" * 3, "answered alike on every seed"),
+    (["1111110000" * 3, "1111000000" * 3, "1111100000" * 3], "1111100000" * 3, "no difference between dpo and sft beyond noise"),
+    (["1111111111" * 3], "0000000000" * 3, "on one training seed"),
+])
+def test_over_seeds_verdict_wording_follows_the_result(patterns, start, expected):
+    from cotlab.stats import over_seeds, over_seeds_verdict, paper_claim_sentence
+
+    over = over_seeds(_seed_rows(patterns), rows(start), "dpo", "sft")
+    sentence = over_seeds_verdict(over)
+    assert expected in sentence and ("minimum detectable effect" in sentence or "no effect is detectable" in sentence)
+    claim = paper_claim_sentence(over, "A Paper", "dpo beats sft")
+    assert ("this run agrees" in claim) == (expected == "dpo is better than sft")
+
+
+def test_over_seeds_names_no_winner_when_the_seeds_disagree_with_the_questions():
+    """Per question DPO wins (sign test clears alpha) but one seed is far below: the seeds' interval
+    spans zero, so no direction is claimed."""
+    from cotlab.stats import over_seeds, over_seeds_verdict, over_seeds_winner
+
+    start = "0" * 30
+    over = over_seeds(_seed_rows(["1" * 30, "1" * 30, "1" * 10 + "0" * 20]), rows(start), "dpo", "sft")
+    assert over["p_value"] < 0.05 and over["across_seeds"]["interval"][0] < 0
+    assert over_seeds_winner(over) is None and "disagree" in over_seeds_verdict(over)

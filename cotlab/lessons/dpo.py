@@ -46,3 +46,13 @@ def margin_sentence(log_history: list[dict], pairs: int, gold_chosen: int) -> st
 
 
 NO_TEST = "descriptive, no test: half-means of per-batch training logs"
+
+
+def pairs_sentence(stats: dict, pair_mode: str) -> str:
+    """How many training questions gave a pair, and what the pairs are made of (pairs_from_samples' stats)."""
+    if not stats["pairs"]:
+        return (f"None of the {stats['questions']} training questions gave a {pair_mode} pair: DPO has nothing to learn from "
+                "(raise k or the temperature, or start from a stronger model).")
+    lengths = f"chosen {stats['mean_chosen_tokens']:.0f} tokens vs rejected {stats['mean_rejected_tokens']:.0f}"
+    return (f"{stats['pairs']} of {stats['questions']} training questions gave a {pair_mode} pair ({stats['gold_chosen']} with a gold "
+            f"chosen chain, {stats['cut_off_excluded']} cut-off samples excluded; {lengths}).")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cotlab import CotlabError
 from cotlab.logs import logged
-from cotlab.stats import across_seeds, eval_set_hash, mcnemar_exact
+from cotlab.stats import across_seeds, pooled_paired  # noqa: F401  (pooled_paired: the notebook's test, from stats)
 
 OBJECTIVES = {
     "grpo": {"loss_type": "grpo"},
@@ -66,34 +66,6 @@ def seed_difference_verdict(a: str, b: str, metric: str, values_a: list[float], 
     if side is None:
         return f"{a} vs {b} {metric}: no difference we can tell from seed-to-seed noise ({evidence})"
     return f"{a} has {side} {metric} than {b}: {evidence}"
-
-
-def pooled_paired(a_rows_by_seed: dict, b_rows_by_seed: dict, a: str, b: str) -> dict:
-    """Objective A against B on the same held-out questions over several seeds, question by
-    question: for each question, on how many seeds A was right and on how many B was; a win when
-    A's count is higher, a loss when lower, a tie otherwise; the exact two-sided sign test
-    (`stats.mcnemar_exact`) on wins and losses.  Why not one pair per (seed, question): the same
-    question recurs once per seed, and a question that is easy for A and hard for B is so on every
-    seed, so those pairs are not independent and the pooled p-value would be too small.  One
-    outcome per question keeps the test's assumption.  `accuracy_a`/`accuracy_b` are the means
-    over all seeds' answers, `n` the number of questions, `seeds` how many seeds each count is of."""
-    if a_rows_by_seed.keys() != b_rows_by_seed.keys() or not a_rows_by_seed:
-        raise CotlabError(f"{a} and {b} need runs for the same seeds")
-    counts: dict = {}
-    for side, by_seed in ((0, a_rows_by_seed), (1, b_rows_by_seed)):
-        for seed, rows in by_seed.items():
-            right = {row["id"]: bool(row["correct"]) for row in rows}
-            if counts and right.keys() != counts.keys():
-                raise CotlabError(f"every seed of {a} and {b} must answer the same questions (seed {seed} differs)")
-            for qid, correct in right.items():
-                counts.setdefault(qid, [0, 0])[side] += correct
-    wins = sum(x > y for x, y in counts.values())
-    losses = sum(x < y for x, y in counts.values())
-    seeds, n = len(a_rows_by_seed), len(counts)
-    accuracy_a, accuracy_b = (sum(c[side] for c in counts.values()) / (n * seeds) for side in (0, 1))
-    return {"a": a, "b": b, "wins": wins, "losses": losses, "ties": n - wins - losses, "n": n, "seeds": seeds,
-            "p_value": mcnemar_exact(wins, losses), "accuracy_a": accuracy_a, "accuracy_b": accuracy_b,
-            "difference": accuracy_a - accuracy_b, "eval_set": eval_set_hash(list(counts))}
 
 
 def objective_figure(histories: dict[str, list[list[dict]]], keys: list[str], accuracy: dict[str, dict], path=None):
