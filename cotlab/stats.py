@@ -304,16 +304,18 @@ def pooled_paired(a_rows_by_seed: dict, b_rows_by_seed: dict, a: str, b: str) ->
             "difference": accuracy_a - accuracy_b, "eval_set": eval_set_hash(list(counts))}
 
 
-def over_seeds(rows_by_seed: dict, reference_rows: list[dict], a: str, b: str) -> dict:
+def over_seeds(rows_by_seed: dict, reference_rows: list[dict] | dict, a: str, b: str) -> dict:
     """A stage trained with several seeds from one start (DPO or GRPO from the SFT adapter), against
     that start's one set of answers, on the same questions.  Two views of the same runs:
     `pooled_paired` (per question: on how many seeds A was right against B's 0 or all; the exact
     sign test on the questions that differ) and `across_seeds` (each seed's accuracy difference,
     with its Student t interval: how much training randomness alone moves the result).  B's own
-    training noise is not in it: B is one run."""
-    pooled = pooled_paired(rows_by_seed, {seed: reference_rows for seed in rows_by_seed}, a, b)
-    accuracy_b = sum(bool(r["correct"]) for r in reference_rows) / len(reference_rows)
-    differences = {str(seed): sum(bool(r["correct"]) for r in rows) / len(rows) - accuracy_b for seed, rows in rows_by_seed.items()}
+    training noise is not in it when B is one run; when B too was trained with each seed
+    (`reference_rows` a {seed: rows} dict: lesson 11's two methods), run i of A meets run i of B."""
+    by_seed = reference_rows if isinstance(reference_rows, dict) else {seed: reference_rows for seed in rows_by_seed}
+    pooled = pooled_paired(rows_by_seed, by_seed, a, b)
+    accuracy = lambda rows: sum(bool(r["correct"]) for r in rows) / len(rows)
+    differences = {str(seed): accuracy(rows) - accuracy(by_seed[seed]) for seed, rows in rows_by_seed.items()}
     return {**pooled, "n_seeds": len(rows_by_seed), "seeds_difference": differences,
             "across_seeds": across_seeds(list(differences.values()))}
 

@@ -184,3 +184,25 @@ def test_choose_teacher(tmp_path):
     assert (model, adapter) == ("tiny-random", str(final)) and "notebook 02" in said
     with pytest.raises(CotlabError, match="leave teacher_adapter unset"):
         choose_teacher(run, "sft", str(final), "tiny-random", CHAIN_SUM, tmp_path, 1)
+
+
+def test_onpolicy_sentences_follow_the_numbers():
+    from cotlab.lessons.onpolicy import clipped_sentence, cost_sentence, teacher_chains_sentence
+
+    assert "Most are wrong" in teacher_chains_sentence({"right": 0.2, "finished": 0.9, "chains": 32})
+    assert "Most are wrong" not in teacher_chains_sentence({"right": 0.8, "finished": 0.9, "chains": 32})
+    assert "never finished" in clipped_sentence({"base": 0.9, "on_policy": 0.1}) and "base 90%" in clipped_sentence({"base": 0.9})
+    assert "never finished" not in clipped_sentence({"base": 0.2, "on_policy": 0.1})
+    a, b = {"train_tokens": 100, "wall_seconds": 10}, {"train_tokens": 300, "wall_seconds": 30}
+    assert "3.0 times A's time" in cost_sentence(a, b) and "dearer" in cost_sentence(a, b) and "cheaper" in cost_sentence(b, a)
+
+
+def test_two_methods_each_trained_per_seed_meet_seed_by_seed():
+    from cotlab.stats import over_seeds, over_seeds_verdict
+
+    a = {0: _rows(range(30), 30), 1: _rows(range(28), 30), 2: _rows(range(29), 30)}
+    b = {0: _rows(range(10), 30), 1: _rows(range(12), 30), 2: _rows(range(8), 30)}
+    over = over_seeds(a, b, "on_policy", "sft_on_teacher")
+    assert over["seeds_difference"]["1"] == pytest.approx((28 - 12) / 30)
+    assert over_seeds_verdict(over).startswith("on_policy is better than sft_on_teacher")
+    assert "on one training seed" in over_seeds_verdict(over_seeds({0: a[0]}, {0: b[0]}, "on_policy", "sft_on_teacher"))

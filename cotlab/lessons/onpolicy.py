@@ -134,3 +134,28 @@ def distillation_verdicts(comparisons: dict, steps: int, alpha: float = ALPHA) -
                                       "supervised training on the teacher's outputs", alpha))
     lines.append(gap_sentence(comparisons, alpha))
     return lines
+
+
+def teacher_chains_sentence(chain_stats: dict) -> str:
+    """What A learns from: how many of the teacher's chains are right and finished."""
+    warning = (" Most are wrong: A imitates wrong chains, and B is pulled toward the same teacher."
+               if chain_stats["right"] < 0.5 else "")
+    return (f"The teacher's chains for A: {chain_stats['right']:.0%} right and {chain_stats['finished']:.0%} finished "
+            f"({chain_stats['chains']} chains).{warning}")
+
+
+def clipped_sentence(clipped: dict[str, float]) -> str:
+    """Held-out answers cut off at max_new_tokens, by stage: a stage that never stops cannot be scored right."""
+    text = "Held-out answers cut off at max_new_tokens: " + ", ".join(f"{s} {r:.0%}" for s, r in clipped.items()) + "."
+    worst = max(clipped, key=clipped.get)
+    if clipped[worst] > 0.5:
+        text += f" Most of {worst}'s answers never finished: its accuracy measures stopping as much as reasoning."
+    return text
+
+
+def cost_sentence(a: dict, b: dict) -> str:
+    """A's and B's training cost at the same steps: tokens and seconds (one run each, no interval)."""
+    ratio = b["wall_seconds"] / max(a["wall_seconds"], 1e-9)
+    return (f"Cost: A trained on {a['train_tokens']} tokens in {a['wall_seconds']}s, B on {b['train_tokens']} (prompts and the student's "
+            f"samples, each scored by the teacher) in {b['wall_seconds']}s: {ratio:.1f} times A's time at the same steps "
+            f"({'dearer' if ratio > 1 else 'cheaper'}; one run each).")
