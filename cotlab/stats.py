@@ -145,6 +145,8 @@ def paired_verdict(comparison: dict, alpha: float = 0.05) -> str:
         return f"{a} beats {b}: {evidence}"
     if p < alpha and wins < losses:
         return f"{a} is worse than {b}: {evidence}"
+    if comparison.get("n"):  # a null beside what it could have seen: 'no effect this large', not 'no effect'
+        evidence += "; " + mde_phrase(mde_paired(comparison["n"], (wins + losses) / comparison["n"]), comparison["n"], "paired")
     return f"{a} vs {b}: no difference we can tell from noise ({evidence})"
 
 

@@ -96,8 +96,8 @@ def test_compare_paired_and_its_verdict():
 
     # 5 fixed, 3 broken: p = 2·(1 + 8 + 28 + 56)/256 = 0.7266
     noisy = compare_paired(rows("11111000" + "1" * 10), rows("00000111" + "1" * 10))
-    assert paired_verdict(noisy) == ("sft vs base: no difference we can tell from noise "
-                                     "(5 questions fixed, 3 broken, exact McNemar p = 0.73)")
+    assert paired_verdict(noisy).startswith("sft vs base: no difference we can tell from noise "
+                                            "(5 questions fixed, 3 broken, exact McNemar p = 0.73; minimum detectable effect ")
     assert "1 question fixed" in paired_verdict(compare_paired(rows("10"), rows("01")))
 
 
@@ -268,3 +268,11 @@ def test_over_seeds_names_no_winner_when_the_seeds_disagree_with_the_questions()
     over = over_seeds(_seed_rows(["1" * 30, "1" * 30, "1" * 10 + "0" * 20]), rows(start), "dpo", "sft")
     assert over["p_value"] < 0.05 and over["across_seeds"]["interval"][0] < 0
     assert over_seeds_winner(over) is None and "disagree" in over_seeds_verdict(over)
+
+
+def test_a_null_paired_verdict_states_its_minimum_detectable_effect():
+    from cotlab.stats import compare_paired, paired_verdict
+
+    null = paired_verdict(compare_paired(rows("1100000000" * 4), rows("1010000000" * 4)))
+    assert "no difference we can tell from noise" in null and "minimum detectable effect" in null and "n=40, paired" in null
+    assert "minimum detectable effect" not in paired_verdict(compare_paired(rows("1" * 40), rows("0" * 40)))  # a direction needs none
