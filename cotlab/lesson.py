@@ -51,7 +51,8 @@ from cotlab.prompts import build_messages, exemplars_from, render_prompt
 from cotlab.recipes import DistillRecipe, DPORecipe, fields_of, GRPORecipe, SFTRecipe
 from cotlab.rewards import grpo_rows
 from cotlab.stats import (accuracy_phrase, across_seeds, all_controls, compare_paired, mde_paired, mde_phrase, mde_two_proportions,
-                          paired_verdict, paper_claim_sentence, trend_verdict, with_holm)
+                          paired_mde_phrase, paired_verdict, paper_claim_sentence, seeds_sentence, trend_verdict, verdict_with_mde,
+                          with_holm)
 from cotlab.teachers import GoldTeacher, LocalTeacher
 from cotlab.training import load_training_dataset, train_and_score, train_dpo, train_grpo, train_onpolicy, train_sft
 
@@ -65,10 +66,11 @@ __all__ = ["acceptance_and_coverage", "accepted", "accuracy_and_length", "accura
            "GoldTeacher", "grpo_rows", "GRPORecipe", "length_histograms", "load_model", "load_records", "load_tokenizer",
            "load_training_dataset", "LocalTeacher", "logged", "matched_budget", "mde_paired", "mde_phrase",
            "mde_two_proportions", "mean_logged", "mix_long_short", "pair_lengths",
-           "PAIR_MODES", "paired_verdict", "pairs_from_samples", "paper_claim_sentence", "reject_sample", "render_prompt", "Run",
-           "SamplingConfig", "save_dataset", "scaling_figure", "sft_start", "SFTRecipe", "short_runs_against", "shorten",
+           "PAIR_MODES", "paired_mde_phrase", "paired_verdict", "pairs_from_samples", "paper_claim_sentence", "reject_sample", "render_prompt", "Run",
+           "SamplingConfig", "save_dataset", "scaling_figure", "seeds_sentence", "sft_start", "SFTRecipe", "short_runs_against", "shorten",
            "stage_figure", "stage_lines", "StageScores", "star", "train_and_score", "train_dpo", "train_grpo", "train_onpolicy",
-           "train_sft", "training_curves", "trend_verdict", "update_sizes", "verdicts", "with_holm", "write_jsonl"]
+           "train_sft", "training_curves", "trend_verdict", "update_sizes", "verdict_with_mde", "verdicts", "with_holm",
+           "write_jsonl"]
 
 
 class StageScores:
