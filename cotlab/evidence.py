@@ -15,7 +15,7 @@ from pathlib import Path
 from cotlab import CotlabError
 from cotlab.layout import REPORT_STAGES, Run
 from cotlab.stats import (accuracy_phrase, across_seeds, compare_paired, difference_verdict, eval_set_hash, fisher_exact,
-                          holm, paired_verdict, wilson_interval, with_holm)
+                          holm, paired_verdict, verdict_with_mde, wilson_interval, with_holm)
 
 # (A, B) pairs every run summary tests when both stages were scored on the same questions
 PAIRS = (("sft", "base"), ("sft_answer_only", "base"), ("sft", "sft_answer_only"), ("dpo", "sft"),
@@ -78,7 +78,7 @@ def family_comparisons(by_label: dict[str, dict[str, list[dict]]], pairs=PAIRS) 
 
 def family_verdicts(family: dict[str, dict[str, dict]], alpha: float = ALPHA) -> list[str]:
     """'label: verdict' for every comparison of a family_comparisons() result (Holm-adjusted)."""
-    return [f"{label}: " + paired_verdict(c, alpha) for label, comparisons in family.items() for c in comparisons.values()]
+    return [f"{label}: " + verdict_with_mde(c, alpha) for label, comparisons in family.items() for c in comparisons.values()]
 
 
 # The run's one Holm family: every pair of PAIRS both of whose stages were scored, in and out of
@@ -98,14 +98,14 @@ def run_family_verdicts(run_dir: str | Path, alpha: float = ALPHA) -> list[str]:
     """'In/Out of distribution: verdict' for every test of the run's Holm family, then the family's name and size."""
     family = run_family(run_dir)
     size = sum(len(tests) for tests in family.values())
-    return ([f"{FAMILY_LABELS[suffix]}: " + paired_verdict(c, alpha) for suffix, tests in family.items() for c in tests.values()]
+    return ([f"{FAMILY_LABELS[suffix]}: " + verdict_with_mde(c, alpha) for suffix, tests in family.items() for c in tests.values()]
             + [f"(Holm-adjusted over the run's family of {size} tests, {RUN_FAMILY}; summary.json's holm_family)"])
 
 
 def unadjusted_verdicts(by_label: dict[str, dict[str, list[dict]]], alpha: float = ALPHA, pairs=PAIRS) -> list[str]:
     """'label: verdict' for every pair scored on the same questions, on its own p: a notebook that
     runs before the run's family is complete (02) says so rather than adjust over part of it."""
-    return [f"{label}: " + paired_verdict(c, alpha) + " (unadjusted)" for label, rows in by_label.items()
+    return [f"{label}: " + verdict_with_mde(c, alpha) + " (unadjusted)" for label, rows in by_label.items()
             for c in paired_comparisons(rows, pairs).values()]
 
 
@@ -264,7 +264,7 @@ def answer_changes_sentence(sft_changes: dict, rl_changes: dict, sft_metrics: di
 def verdicts(rows: dict[str, list[dict]], pairs=PAIRS, label: str = "") -> list[str]:
     """paired_verdict() of every pair in `rows` scored on the same questions, each prefixed by
     `label`; the pairs are one family, so each direction follows its Holm-adjusted p."""
-    return [label + paired_verdict(c, ALPHA) for c in with_holm(paired_comparisons(rows, pairs)).values()]
+    return [label + verdict_with_mde(c, ALPHA) for c in with_holm(paired_comparisons(rows, pairs)).values()]
 
 
 # Across runs -------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ from cotlab.prompts import build_messages, exemplars_from, render_prompt
 from cotlab.recipes import DistillRecipe, DPORecipe, fields_of, GRPORecipe, SFTRecipe
 from cotlab.rewards import grpo_rows
 from cotlab.stats import (accuracy_phrase, across_seeds, all_controls, compare_paired, mde_paired, mde_phrase, mde_two_proportions,
-                          over_seeds, over_seeds_verdict, paired_verdict, paper_claim_sentence, trend_verdict, with_holm)
+                          over_seeds, over_seeds_verdict, paired_mde_phrase, paired_verdict, paper_claim_sentence, seeds_sentence,
+                          trend_verdict, verdict_with_mde, with_holm)
 from cotlab.teachers import GoldTeacher, LocalTeacher
 from cotlab.training import load_training_dataset, train_and_score, train_dpo, train_grpo, train_onpolicy, train_sft
 
@@ -70,11 +71,12 @@ __all__ = ["acceptance_and_coverage", "accepted", "accuracy_and_length", "accura
            "GoldTeacher", "grpo_rows", "GRPORecipe", "length_histograms", "load_model", "load_records", "load_tokenizer",
            "load_training_dataset", "LocalTeacher", "logged", "matched_budget", "mde_paired", "mde_phrase",
            "mde_two_proportions", "mean_logged", "mix_long_short", "over_seeds", "over_seeds_verdict", "pair_lengths",
-           "PAIR_MODES", "paired_comparisons", "paired_verdict", "pairs_from_samples", "paper_claim_sentence", "qlora_sentence", "reject_sample", "render_prompt", "reward_sentence",
-           "reward_summary", "Run", "run_family_verdicts", "seed_runs",
-           "SamplingConfig", "save_dataset", "scaling_figure", "sft_start", "sft_change_sentence", "SFTRecipe", "short_runs_against", "shorten",
-           "stage_figure", "stage_lines", "StageScores", "star", "train_and_score", "train_dpo", "train_grpo", "train_onpolicy",
-           "train_sft", "training_curves", "trend_verdict", "unadjusted_verdicts", "update_sizes", "verdicts", "with_holm", "write_jsonl"]
+           "PAIR_MODES", "paired_comparisons", "paired_mde_phrase", "paired_verdict", "pairs_from_samples", "paper_claim_sentence",
+           "qlora_sentence", "reject_sample", "render_prompt", "reward_sentence", "reward_summary", "Run", "run_family_verdicts",
+           "SamplingConfig", "save_dataset", "scaling_figure", "seed_runs", "seeds_sentence", "sft_start", "sft_change_sentence",
+           "SFTRecipe", "short_runs_against", "shorten", "stage_figure", "stage_lines", "StageScores", "star", "train_and_score",
+           "train_dpo", "train_grpo", "train_onpolicy", "train_sft", "training_curves", "trend_verdict", "unadjusted_verdicts",
+           "update_sizes", "verdict_with_mde", "verdicts", "with_holm", "write_jsonl"]
 
 
 class StageScores:

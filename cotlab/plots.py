@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+from numbers import Integral
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+
+# Every accuracy bar or line carries its Wilson 95% interval, and the axis or title says so: a
+# ±1 standard error bar has zero width at 0/n and n/n, exactly where a small evaluation lands.
+WILSON = "bars: 95% Wilson intervals"
 
 
 def bars(ax, labels, values, errors=None, ylabel="", title=""):
@@ -18,16 +24,33 @@ def bars(ax, labels, values, errors=None, ylabel="", title=""):
     return ax
 
 
-def accuracy_and_length(labels, accuracy, stderr, lengths, title: str, path: str | Path | None = None):
-    """Two panels: accuracy with ±1 standard error, and mean completion tokens."""
+def accuracy_and_length(labels, accuracy, counts, lengths, title: str, path: str | Path | None = None):
+    """Two panels: accuracy with its Wilson 95% interval, and mean completion tokens.  `counts` is
+    each accuracy's (right, asked); an `evidence.error_bars` result (already Wilson) is drawn as it
+    is.  A flat list of standard errors (the old form) cannot become a Wilson interval (at 0/n it
+    does not say n), so it is drawn with a warning and labelled ±1 s.e., never passed off as Wilson."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    bars(left, labels, accuracy, stderr, "accuracy", title)
+    errors, what = _accuracy_errors(counts)
+    bars(left, labels, accuracy, errors, f"accuracy ({what})", title)
     left.set_ylim(0, 1)
     bars(right, labels, lengths, None, "mean completion tokens", "length")
     fig.tight_layout()
     if path:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def _accuracy_errors(counts) -> tuple[list, str]:
+    """(matplotlib yerr, what the bars are) from accuracy_and_length's `counts` argument."""
+    def is_count(item):
+        return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, Integral) for x in item)
+
+    if counts and all(is_count(item) for item in counts):
+        return wilson_yerr([tuple(item) for item in counts]), WILSON
+    if len(counts) == 2 and all(isinstance(side, (tuple, list)) for side in counts):
+        return counts, WILSON  # evidence.error_bars: [below], [above] to each Wilson interval's ends
+    warnings.warn("accuracy_and_length got standard errors: pass (right, asked) counts for Wilson 95% intervals", stacklevel=3)
+    return counts, "bars: ±1 standard error, not Wilson"
 
 
 def curves(log_history: list[dict], keys: list[str], title: str, path: str | Path | None = None):
@@ -129,12 +152,19 @@ def pair_lengths(pairs: list[dict], title: str, path: str | Path | None = None):
     return _save(fig, path)
 
 
-def _wilson_yerr(counts: list[tuple[int, int]]) -> list[list[float]]:
+def wilson_yerr(counts: list[tuple[float, int]]) -> list[list[float]]:
     """evidence.error_bars (to each Wilson 95% interval), nan where nothing was measured (n = 0)."""
     from cotlab.evidence import error_bars
 
     sides = error_bars([(k, n) if n else (0, 1) for k, n in counts])
     return [[value if n else float("nan") for value, (_, n) in zip(side, counts)] for side in sides]
+
+
+def wilson_yerr_of_means(means: list[float], n: int) -> list[list[float]]:
+    """wilson_yerr of means over n questions of per-question values in [0, 1] (unbiased pass@k,
+    maj@k over subsets), each taken as mean·n successes out of n.  Such a mean's variance is at most
+    a proportion's, p(1 - p)/n, so the interval is if anything too wide, never too narrow."""
+    return wilson_yerr([(min(n, max(0.0, m * n)), n) for m in means])
 
 
 def accuracy_by_length_lines(length_bins: dict[str, list[dict]], path: str | Path | None = None):
@@ -144,7 +174,7 @@ def accuracy_by_length_lines(length_bins: dict[str, list[dict]], path: str | Pat
     for label, bins in length_bins.items():
         xs, ys = [(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins]
         counted = all("correct" in b and "n" in b for b in bins)
-        ax.errorbar(xs, ys, yerr=_wilson_yerr([(b["correct"], b["n"]) for b in bins]) if counted else None,
+        ax.errorbar(xs, ys, yerr=wilson_yerr([(b["correct"], b["n"]) for b in bins]) if counted else None,
                     marker="o", capsize=3, label=label)
     ax.set_xlabel("completion tokens (bin centre)")
     ax.set_ylabel("accuracy (bars: Wilson 95% CI)")
@@ -167,7 +197,7 @@ def faithfulness_figure(curves: dict[str, list[dict]], probes: dict[str, dict], 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for label, curve in curves.items():
         counted = all("correct" in c for c in curve)
-        yerr = _wilson_yerr([(sum(c["correct"]), c["n"]) for c in curve]) if counted else None
+        yerr = wilson_yerr([(sum(c["correct"]), c["n"]) for c in curve]) if counted else None
         left.errorbar([c["fraction"] for c in curve], [c["accuracy"] for c in curve], yerr=yerr, marker="o", capsize=3,
                       label=name(label))
     left.set_xlabel("fraction of the chain kept (cut before its final result)")
@@ -183,7 +213,7 @@ def faithfulness_figure(curves: dict[str, list[dict]], probes: dict[str, dict], 
     for i, (series, pairs) in enumerate(counts.items()):
         xs = [j + i * width for j in range(len(names))]
         rates = [k / n if n else float("nan") for k, n in pairs]
-        right.bar(xs, rates, width, yerr=_wilson_yerr(pairs), capsize=3, label=series)
+        right.bar(xs, rates, width, yerr=wilson_yerr(pairs), capsize=3, label=series)
         for x, (_, n) in zip(xs, pairs):
             if not n:
                 right.annotate("not measured", (x, 0.02), rotation=90, ha="center", va="bottom", fontsize=6)
@@ -197,20 +227,24 @@ def faithfulness_figure(curves: dict[str, list[dict]], probes: dict[str, dict], 
 
 
 def scaling_figure(scaling: dict[str, list[dict]], path: str | Path | None = None):
-    """Lesson 06: pass@k and maj@k against k (left), maj@k against tokens spent (right)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    """Lesson 06: pass@k and maj@k against k (left), maj@k against tokens spent (right), every
+    point with the Wilson 95% interval of its mean over the curve's n questions."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for stage, curve in scaling.items():
-        ks = [c["k"] for c in curve]
-        left.plot(ks, [c["pass"] for c in curve], marker="o", label=f"{stage} pass@k")
-        left.plot(ks, [c["maj"] for c in curve], marker="s", linestyle="--", label=f"{stage} maj@k")
-        right.plot([c["tokens"] for c in curve], [c["maj"] for c in curve], marker="s", label=f"{stage} maj@k")
+        ks, n = [c["k"] for c in curve], curve[0]["n"]
+        passes, majorities = [c["pass"] for c in curve], [c["maj"] for c in curve]
+        left.errorbar(ks, passes, yerr=wilson_yerr_of_means(passes, n), marker="o", capsize=3, label=f"{stage} pass@k (n={n})")
+        left.errorbar(ks, majorities, yerr=wilson_yerr_of_means(majorities, n), marker="s", linestyle="--", capsize=3,
+                      label=f"{stage} maj@k (n={n})")
+        right.errorbar([c["tokens"] for c in curve], majorities, yerr=wilson_yerr_of_means(majorities, n), marker="s", capsize=3,
+                       label=f"{stage} maj@k (n={n})")
     left.set_xscale("log", base=2)
     left.set_xlabel("samples k")
-    left.set_ylabel("accuracy")
+    left.set_ylabel(f"accuracy ({WILSON})")
     left.set_title("pass@k and maj@k")
     left.legend(fontsize=7)
     right.set_xlabel("tokens per question")
-    right.set_ylabel("maj@k accuracy")
+    right.set_ylabel(f"maj@k accuracy ({WILSON})")
     right.set_title("accuracy vs tokens spent")
     right.legend(fontsize=7)
     return _save(fig, path)
@@ -223,26 +257,37 @@ def update_sizes(by_layer: dict[str, dict], by_module: dict[str, dict], path: st
         left.plot(list(values), list(values.values()), marker="o", label=stage)
     left.set_xlabel("layer")
     left.set_ylabel("relative update ||ΔW|| / ||W||")
-    left.set_title("by layer")
+    left.set_title("by layer (one run each: no interval)")
     left.legend()
     modules = sorted({m for values in by_module.values() for m in values})
-    grouped_bars(right, modules, {stage: [values.get(m, 0) for m in modules] for stage, values in by_module.items()}, title="by module")
+    grouped_bars(right, modules, {stage: [values.get(m, 0) for m in modules] for stage, values in by_module.items()},
+                 title="by module (one run each: no interval)")
     right.tick_params(axis="x", rotation=30)
     return _save(fig, path)
 
 
 def gain_vs_forgetting(scored: list[dict], in_task: str, untrained: list[str], path: str | Path | None = None):
     """Lesson 07: along training, the in-task gold log-likelihood (x, the gain) against each
-    untrained task's (y, forgetting when it falls), every point labelled with its step."""
+    untrained task's (y, forgetting when it falls), every point labelled with its step and, when
+    the points keep their per-question `scores`, barred both ways with the 95% Student t interval
+    of its mean over the questions (a mean log-probability, not a proportion: no Wilson interval)."""
+    from cotlab.stats import across_seeds  # a t interval of a mean; here over questions, not seeds
+
+    def yerr(task):
+        if not all("scores" in point for point in scored):
+            return None
+        spans = [(point["mean"][task], across_seeds(point["scores"][task])["interval"]) for point in scored]
+        return [[mean - i[0] if i else 0.0 for mean, i in spans], [i[1] - mean if i else 0.0 for mean, i in spans]]
+
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [point["mean"][in_task] for point in scored]
     for task in untrained:
         ys = [point["mean"][task] for point in scored]
-        ax.plot(xs, ys, marker="o", label=task)
+        ax.errorbar(xs, ys, xerr=yerr(in_task), yerr=yerr(task), marker="o", capsize=3, label=task)
         for point, x, y in zip(scored, xs, ys):
             ax.annotate(point["label"], (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
     ax.set_xlabel(f"{in_task}: gold answer log-prob per token (gain →)")
     ax.set_ylabel("untrained task: gold answer log-prob per token")
-    ax.set_title("gain against forgetting over training")
+    ax.set_title("gain against forgetting over training" + ("\n(bars: 95% t intervals over the questions)" if yerr(in_task) else ""))
     ax.legend(fontsize=7)
     return _save(fig, path)

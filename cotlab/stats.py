@@ -145,8 +145,6 @@ def paired_verdict(comparison: dict, alpha: float = 0.05) -> str:
         return f"{a} beats {b}: {evidence}"
     if p < alpha and wins < losses:
         return f"{a} is worse than {b}: {evidence}"
-    if comparison.get("n"):  # a null beside what it could have seen: 'no effect this large', not 'no effect'
-        evidence += "; " + mde_phrase(mde_paired(comparison["n"], (wins + losses) / comparison["n"]), comparison["n"], "paired")
     return f"{a} vs {b}: no difference we can tell from noise ({evidence})"
 
 
@@ -507,6 +505,33 @@ def mde_phrase(mde: float | None, n: int, design: str) -> str:
     if mde is None:
         return f"no effect is detectable at 80% power, α = 0.05 with n={n} ({design})"
     return f"minimum detectable effect {100 * mde:.0f} points (80% power, α = 0.05, n={n}, {design})"
+
+
+def paired_mde_phrase(comparison: dict, alpha: float = 0.05, design: str = "paired, exact McNemar") -> str:
+    """mde_phrase of a paired comparison (compare_paired, paired_at_k, pooled_paired: anything with
+    `n`, `wins` and `losses`), the share of questions that disagreed in this run as its discordance.
+    In a family (`with_holm`) the design says the effect is before Holm's adjustment."""
+    n = comparison["n"]
+    if comparison.get("family_size", 1) > 1:
+        design += ", before Holm's adjustment"
+    return mde_phrase(mde_paired(n, (comparison["wins"] + comparison["losses"]) / n, alpha), n, design)
+
+
+def verdict_with_mde(comparison: dict, alpha: float = 0.05) -> str:
+    """paired_verdict with its test's minimum detectable effect beside it, so that 'no difference
+    we can tell from noise' is read against the effect this many questions could have shown."""
+    return f"{paired_verdict(comparison, alpha)}; {paired_mde_phrase(comparison, alpha)}"
+
+
+def seeds_sentence(seeds: int, what: str) -> str:
+    """What a comparison's training seeds allow: with one, each run's result is one draw of its
+    seed, so a difference between runs is this run's, not the method's; with several, say how many."""
+    if seeds < 1:
+        raise CotlabError(f"a comparison needs at least one training seed, got {seeds}")
+    if seeds == 1:
+        return (f"{what} rests on one training seed: each run is one draw, and another seed could move it, so the paired "
+                "tests above speak for these runs, not for the methods in general")
+    return f"{what} is repeated over {seeds} training seeds"
 
 
 def all_controls(controls: dict, what: str) -> dict:

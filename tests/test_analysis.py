@@ -9,7 +9,7 @@ from cotlab import CotlabError
 from cotlab.budget import recipe_match
 from cotlab.lessons.changes import (forgetting, forgetting_verdict, gold_answer_logprob, logprob_change_verdict,
                                     lora_delta_norms, norms_by, score_points, trained_task_control, training_points,
-                                    update_comparison)
+                                    update_comparison, update_size_sentence)
 from cotlab.lessons.distillation import self_teaching_sentence, star_sentence
 from cotlab.lessons.dpo import margin_sentence, squeezing_sentence
 from cotlab.lessons.faithfulness import (accuracy_by_length, before_final_result, chain_effect_verdict, control_phrase,
@@ -17,7 +17,7 @@ from cotlab.lessons.faithfulness import (accuracy_by_length, before_final_result
                                          filler_chain, finish_steps, forced_answer_control, length_by_difficulty,
                                          length_verdict, model_answerer, own_chains, probe_chain_sets, probe_sentence,
                                          stated_result, stratified_length_verdicts, term_count, think_part, truncate_chain)
-from cotlab.lessons.prompting import cot_scale_sentence, parameter_phrase
+from cotlab.lessons.prompting import cot_scale_sentence, parameter_phrase, token_cost_sentence
 from cotlab.lessons.scaling import majority_rows, sampling_vs_training_sentence, scaling_curve, scaling_sentence
 from cotlab.logs import halves
 from cotlab.stats import paper_claim_sentence
@@ -250,6 +250,8 @@ def test_majority_rows_and_the_sampling_vs_training_sentence():
     assert sampling_vs_training_sentence(compare_paired(tuned, base_vote)).startswith("Sampling more beat training")
     assert sampling_vs_training_sentence(compare_paired(base_vote, tuned)).startswith("Sampling more did not make up")
     assert sampling_vs_training_sentence(compare_paired(tuned[8:], tuned[8:])).startswith("Neither")
+    assert "minimum detectable effect" in sampling_vs_training_sentence(compare_paired(tuned, base_vote))
+    assert sampling_vs_training_sentence(None).startswith("Not measured")
     curve = scaling_curve(rows, ks=[1, 3])
     sentence = scaling_sentence("sft", curve)
     assert "majority of 1 50% (95% CI" in sentence and "any of 3 right (a perfect verifier) 100%" in sentence
@@ -406,3 +408,15 @@ def test_probe_chain_sets_on_gold_and_own_chains():
     assert gold["probes"]["corrupted"]["changed"] == 3
     # The curve reads the chains cut before their final result: a last-number reader answers 5, never 44.
     assert [p["accuracy"] for p in gold["curve"]] == [0.0, 0.0]
+
+
+def test_update_size_sentence_describes_or_says_not_measured():
+    described = update_size_sentence({"sft": 0.10234, "grpo": 0.0082})
+    assert described.startswith("Relative update size ||ΔW||/||W||: sft 0.1023, grpo 0.0082") and "no interval" in described
+    assert update_size_sentence({}).startswith("Relative update size: not measured")
+
+
+def test_token_cost_sentence_sets_each_style_against_direct():
+    assert token_cost_sentence("chain_sum", {"direct": 10.0, "zero_shot_cot": 25.0}) == (
+        "[chain_sum] mean completion tokens: direct 10, zero_shot_cot 25 (2.5x direct)")
+    assert "x direct" not in token_cost_sentence("t", {"zero_shot_cot": 25.0})

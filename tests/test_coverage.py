@@ -6,8 +6,8 @@ import math
 import pytest
 
 from cotlab import CotlabError
-from cotlab.lessons.rl_expansion import (coverage, coverage_control, curve_crossing, expansion_verdict, k_grid, paired_at_k, pass_at_k_curve,
-                                         pass_at_k_figure, sample_counts)
+from cotlab.lessons.rl_expansion import (coverage, coverage_control, coverage_sentence, curve_crossing, expansion_verdict, k_grid,
+                                         paired_at_k, pass_at_k_curve, pass_at_k_figure, sample_counts)
 from cotlab.logs import logged
 from cotlab.stats import trend_verdict
 
@@ -121,7 +121,21 @@ def test_trend_verdict_tests_block_means_not_single_steps():
     assert "fell" not in short
 
 
-def test_pass_at_k_figure_is_written(tmp_path):
+def test_pass_at_k_figure_bands_are_wilson_intervals(tmp_path):
+    from cotlab.stats import wilson_interval
+
     ks = [1, 2, 4, 8]
-    pass_at_k_figure(ks, {"base": pass_at_k_curve(BASE, ks), "grpo": pass_at_k_curve(SHARP, ks)}, tmp_path / "p.png")
+    none = sampled([0] * 30)
+    fig = pass_at_k_figure(ks, {"base": pass_at_k_curve(none, ks), "grpo": pass_at_k_curve(SHARP, ks)}, 30, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+    ax = fig.axes[0]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == 0 and band.max() == pytest.approx(wilson_interval(0, 30)[1])  # pass@k = 0 of 30: still a band
+    assert "95% Wilson intervals, n=30" in ax.get_title()
+
+
+def test_coverage_sentence_names_a_stage_that_solved_nothing():
+    sentence = coverage_sentence({"base": (0, 12), "grpo": (5, 12)}, 8)
+    assert sentence.startswith("Coverage at k=8: base 0% (95% CI 0–24%, n=12); grpo 42%")
+    assert sentence.endswith("base solved no question within 8 samples.")
+    assert "solved no question" not in coverage_sentence({"base": (1, 12)}, 8)

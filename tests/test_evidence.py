@@ -102,7 +102,8 @@ def test_sentences_carry_intervals_and_verdicts():
     lines = stage_lines(rows, {"sft": rows_from("10", "o")})
     assert lines[0] == "base: 0% (95% CI 0–28%, n=10)"
     assert lines[1].startswith("sft: 80% (95% CI") and "out of distribution 50%" in lines[1]
-    assert verdicts(rows) == ["sft beats base: 8 questions fixed, 0 broken, exact McNemar p = 0.0078"]  # a family of one
+    assert verdicts(rows) == ["sft beats base: 8 questions fixed, 0 broken, exact McNemar p = 0.0078; minimum detectable effect 74 "
+                              "points (80% power, α = 0.05, n=10, paired, exact McNemar)"]  # a family of one, beside what it could see
     assert verdicts(rows, label="ID: ")[0].startswith("ID: sft beats base")
     runs = {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.45}}
     sentence = short_run_verdict("a", "b", runs, 20)

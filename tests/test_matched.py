@@ -8,13 +8,13 @@ from cotlab import CotlabError
 from cotlab.chains import check_steps
 from cotlab.budget import matched_budget
 from cotlab.lesson import sft_start
-from cotlab.lessons.chain_forms import (chain_datasets, CHAIN_FORMS, changed_fraction, check_matched, structure_verdict,
-                                        token_ratio_sentence, with_checks)
-from cotlab.lessons.objectives import (objective_figure, objective_settings, OBJECTIVES, pooled_paired, same_updates,
-                                       seed_difference_verdict)
+from cotlab.lessons.chain_forms import (chain_datasets, CHAIN_FORMS, changed_fraction, check_matched, long_form_sentence,
+                                        structure_verdict, token_ratio_sentence, with_checks)
+from cotlab.lessons.objectives import (objective_figure, objective_settings, objective_verdict, OBJECTIVES, pooled_paired,
+                                       same_updates, seed_difference_verdict)
 from cotlab.logs import mean_logged
 from cotlab.prompts import think_completion
-from cotlab.stats import across_seeds, compare_paired, with_holm
+from cotlab.stats import across_seeds, compare_paired, paired_mde_phrase, with_holm
 
 CHAIN = "15 - 43 = -28\n-28 - 75 = -103\n-103 - 72 = -175"
 
@@ -81,6 +81,9 @@ def test_seed_difference_verdict_uses_the_t_interval_of_paired_seed_differences(
     low, high = across_seeds([0.2, -0.2])["interval"]
     assert f"{low:+.3g} to {high:+.3g}" in noisy
     assert "single seed" in seed_difference_verdict("a", "b", "reward", [1.0], [0.5])
+    identical = seed_difference_verdict("grpo", "dapo", "accuracy", [0.43, 0.43], [0.43, 0.43], scale=100, unit=" points")
+    assert identical.startswith("grpo vs dapo accuracy: identical on every seed") and "exactly 0 on all 2" in identical
+    assert "noise" not in seed_difference_verdict("a", "b", "reward", [0.5, 0.2], [0.5, 0.2]).split(":")[1].split(",")[0]
     with pytest.raises(CotlabError):
         seed_difference_verdict("a", "b", "reward", [1.0, 2.0], [0.5])
 
@@ -111,12 +114,29 @@ def test_pooled_paired_is_not_fooled_by_the_same_questions_on_every_seed():
     assert pooled["p_value"] == pytest.approx(2 / 64)
 
 
-def test_objective_figure_is_written(tmp_path):
+def test_objective_figure_draws_each_seed_with_its_wilson_interval(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
     history = [{"step": s, "reward": s / 4, "completions/mean_length": 30 - s} for s in range(1, 4)]
-    accuracy = {"dapo": across_seeds([0.4, 0.5]), "gspo": across_seeds([0.45])}
-    objective_figure({"dapo": [history, history], "gspo": [history]}, ["reward", "completions/mean_length", "entropy"], accuracy,
-                     tmp_path / "o.png")
+    counts = {"dapo": [(0, 10), (5, 10)], "gspo": [(4, 10)]}
+    fig = objective_figure({"dapo": [history, history], "gspo": [history]}, ["reward", "completions/mean_length", "entropy"], counts,
+                           tmp_path / "o.png")
     assert (tmp_path / "o.png").stat().st_size > 1000
+    accuracy = fig.axes[-1]
+    dots = [c for c in accuracy.containers if isinstance(c, ErrorbarContainer) and c.lines[0] is not None]
+    spans = [tuple(seg[:, 1].round(3)) for seg in dots[0].lines[2][0].get_segments()]
+    assert spans == [(0.0, 0.278), (0.237, 0.763)]  # seed 0 right on 0 of 10: Wilson 0-28%, not a zero-width bar
+    assert "95% Wilson interval" in accuracy.get_ylabel() and "t interval over seeds" in accuracy.get_ylabel()
+
+
+def test_objective_verdict_states_the_mde_ties_and_twins():
+    a = {0: [{"id": f"q{i}", "correct": i < 12} for i in range(20)]}
+    b = {0: [{"id": f"q{i}", "correct": i < 2} for i in range(20)]}
+    better = pooled_paired(a, b, "grpo", "dapo")
+    sentence = objective_verdict(better, twin=False)
+    assert sentence.startswith("grpo beats dapo") and paired_mde_phrase(better) in sentence and "10 ties" in sentence
+    same = objective_verdict(pooled_paired(a, a, "gspo", "dapo"), twin=True)
+    assert same.startswith("identical updates by construction here") and "no difference we can tell" in same
 
 
 # The starting point -------------------------------------------------------------------------------
@@ -229,6 +249,15 @@ def test_structure_verdict_follows_holm_adjusted_p_values():
     held = structure_verdict(family)
     assert held.startswith("No edit's cost was detected") and "shuffled -20% (p = 0.031, Holm 0.094)" in held
     assert structure_verdict(versus_gold(wrong_numbers=SAME, shuffled=mild)).startswith("Broken structure cost")
+
+
+def test_long_form_sentence_follows_the_paired_test():
+    tokens, trained = {"gold": 30.0, "long": 61.0}, {"gold": 400, "long": 700}
+    worse = long_form_sentence(tokens, trained, compare_paired(WORSE, GOLD, a="long", b="gold"))
+    assert worse.startswith("Long vs gold chains: 61 vs 30 tokens per answer; long trained on 700 tokens")
+    assert "long is worse than gold" in worse and "minimum detectable effect" in worse
+    same = long_form_sentence(tokens, trained, compare_paired(SAME, GOLD, a="long", b="gold"))
+    assert "long vs gold: no difference we can tell from noise" in same
 
 
 def test_token_ratio_sentence_is_measured_from_train_tokens():

@@ -66,11 +66,44 @@ def test_faithfulness_figure(tmp_path):
     assert [t.get_text() for t in right.get_xticklabels()] == ["base", "sft (control failed)"]
 
 
-def test_scaling_figure(tmp_path):
-    curve = [{"k": 1, "pass": 0.2, "maj": 0.2, "tokens": 10}, {"k": 4, "pass": 0.6, "maj": 0.3, "tokens": 40}]
+def _error_spans(container) -> list[tuple[float, float]]:
+    """(low, high) of each vertical error bar an ErrorbarContainer drew, rounded to 3 places."""
+    return [tuple(seg[:, 1].round(3)) for seg in container.lines[2][-1].get_segments()]  # yerr is drawn after xerr
+
+
+def _bar_errors(ax) -> list[tuple[float, float]]:
+    """_error_spans of the first bar chart's error bars on `ax`."""
+    from matplotlib.container import ErrorbarContainer
+
+    return _error_spans(next(c for c in ax.containers if isinstance(c, ErrorbarContainer)))
+
+
+def test_accuracy_and_length_draws_wilson_intervals_from_counts(tmp_path):
+    fig = plots.accuracy_and_length(["direct", "cot"], [0.0, 0.5], [(0, 10), (5, 10)], [12, 40], "t", tmp_path / "a.png")
+    left = fig.axes[0]
+    # Wilson 0/10 is 0-28%: a bar with width where ±1 standard error has none
+    assert (tmp_path / "a.png").is_file() and _bar_errors(left) == [(0.0, 0.278), (0.237, 0.763)]
+    assert "95% Wilson intervals" in left.get_ylabel()
+
+
+def test_accuracy_and_length_takes_error_bars_and_refuses_to_call_standard_errors_wilson():
+    from cotlab.evidence import error_bars
+
+    given = plots.accuracy_and_length(["a", "b"], [0.0, 1.0], error_bars([(0, 4), (4, 4)]), [1, 2], "t").axes[0]
+    assert _bar_errors(given) == [(0.0, 0.49), (0.51, 1.0)] and "Wilson" in given.get_ylabel()
+    with pytest.warns(UserWarning, match="counts for Wilson"):
+        old = plots.accuracy_and_length(["a", "b"], [0.0, 0.5], [0.0, 0.158], [1, 2], "t").axes[0]
+    assert "standard error, not Wilson" in old.get_ylabel()
+
+
+def test_scaling_figure_bars_each_mean_with_its_wilson_interval(tmp_path):
+    curve = [{"k": 1, "pass": 0.0, "maj": 0.0, "tokens": 10, "n": 10}, {"k": 4, "pass": 0.6, "maj": 0.3, "tokens": 40, "n": 10}]
     fig = plots.scaling_figure({"base": curve, "sft": curve}, tmp_path / "s.png")
     left, right = fig.axes
-    assert (tmp_path / "s.png").is_file() and len(left.lines) == 4 and len(right.lines) == 2
+    assert (tmp_path / "s.png").is_file() and len(left.containers) == 4 and len(right.containers) == 2
+    assert _error_spans(left.containers[0])[0] == (0.0, 0.278)  # pass@1 = 0 of 10: Wilson, not a zero-width bar
+    assert "95% Wilson intervals" in left.get_ylabel() and "95% Wilson intervals" in right.get_ylabel()
+    assert "(n=10)" in left.get_legend().get_texts()[0].get_text()
 
 
 def test_update_sizes(tmp_path):
@@ -88,6 +121,23 @@ def test_gain_vs_forgetting(tmp_path):
     ax = fig.axes[0]
     assert (tmp_path / "g.png").is_file() and len(ax.lines) == 2 and len(ax.texts) == 4
     assert list(ax.lines[0].get_xdata()) == [-3.0, -1.0] and list(ax.lines[0].get_ydata()) == [-1.0, -1.5]
+    assert "interval" not in ax.get_title()  # no per-question scores: no bars, and no caption for them
+
+
+def test_gain_vs_forgetting_bars_are_t_intervals_over_the_questions():
+    from cotlab.stats import across_seeds
+
+    scores = {"chain_sum": [-3.5, -2.5], "syllogism": [-1.2, -0.8]}
+    scored = [{"label": "base", "mean": {"chain_sum": -3.0, "syllogism": -1.0}, "scores": scores}]
+    ax = plots.gain_vs_forgetting(scored, "chain_sum", ["syllogism"]).axes[0]
+    low, high = across_seeds(scores["syllogism"])["interval"]
+    assert _error_spans(ax.containers[0])[0] == (round(low, 3), round(high, 3))
+    assert "95% t intervals over the questions" in ax.get_title()
+
+
+def test_update_sizes_says_there_is_no_interval():
+    fig = plots.update_sizes({"sft": {0: 0.1}}, {"sft": {"q_proj": 0.1}})
+    assert all("one run each: no interval" in ax.get_title() for ax in fig.axes)
 
 
 def test_training_curves_one_panel_per_logged_key_one_line_per_run(tmp_path):

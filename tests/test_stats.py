@@ -10,9 +10,10 @@ import statistics
 import pytest
 
 from cotlab import CotlabError
-from cotlab.stats import (accuracy_phrase, across_seeds, all_controls, compare_paired, difference_interval, difference_verdict,
-                          eval_set_hash, fisher_exact, holm, mcnemar_exact, mde_paired, mde_phrase, mde_two_proportions,
-                          paired_outcomes, paired_power, paired_verdict, wilson_interval, with_holm)
+from cotlab.stats import (accuracy_phrase, across_seeds, all_controls, compare_paired, difference_interval,
+                          difference_verdict, eval_set_hash, fisher_exact, holm, mcnemar_exact, mde_paired, mde_phrase,
+                          mde_two_proportions, paired_mde_phrase, paired_outcomes, paired_power, paired_verdict,
+                          seeds_sentence, verdict_with_mde, wilson_interval, with_holm)
 
 
 def rows(pattern: str, prefix: str = "q") -> list[dict]:
@@ -96,8 +97,8 @@ def test_compare_paired_and_its_verdict():
 
     # 5 fixed, 3 broken: p = 2·(1 + 8 + 28 + 56)/256 = 0.7266
     noisy = compare_paired(rows("11111000" + "1" * 10), rows("00000111" + "1" * 10))
-    assert paired_verdict(noisy).startswith("sft vs base: no difference we can tell from noise "
-                                            "(5 questions fixed, 3 broken, exact McNemar p = 0.73; minimum detectable effect ")
+    assert paired_verdict(noisy) == ("sft vs base: no difference we can tell from noise "
+                                     "(5 questions fixed, 3 broken, exact McNemar p = 0.73)")
     assert "1 question fixed" in paired_verdict(compare_paired(rows("10"), rows("01")))
 
 
@@ -270,9 +271,24 @@ def test_over_seeds_names_no_winner_when_the_seeds_disagree_with_the_questions()
     assert over_seeds_winner(over) is None and "disagree" in over_seeds_verdict(over)
 
 
-def test_a_null_paired_verdict_states_its_minimum_detectable_effect():
-    from cotlab.stats import compare_paired, paired_verdict
+def test_verdict_with_mde_puts_the_detectable_effect_beside_every_direction():
+    right, wrong = {"correct": True}, {"correct": False}
+    a = [{"id": i, **(right if i < 20 else wrong)} for i in range(30)]
+    b = [{"id": i, **(right if i < 8 else wrong)} for i in range(30)]
+    better, worse, same = compare_paired(a, b, "sft", "base"), compare_paired(b, a, "base", "sft"), compare_paired(a, a, "sft", "sft")
+    for comparison, start in ((better, "sft beats base"), (worse, "base is worse than sft"), (same, "sft vs sft: no difference")):
+        sentence = verdict_with_mde(comparison)
+        assert sentence.startswith(start) and sentence.endswith(paired_mde_phrase(comparison))
+    assert paired_mde_phrase(better) == mde_phrase(mde_paired(30, 12 / 30), 30, "paired, exact McNemar")
+    assert "minimum detectable effect" in verdict_with_mde(same)  # no disagreement: every difference assumed one way
+    tiny = compare_paired(a[:3], b[:3], "sft", "base")
+    assert "no effect is detectable" in verdict_with_mde(tiny)
+    assert "before Holm's adjustment" in paired_mde_phrase({**better, "family_size": 3})
 
-    null = paired_verdict(compare_paired(rows("1100000000" * 4), rows("1010000000" * 4)))
-    assert "no difference we can tell from noise" in null and "minimum detectable effect" in null and "n=40, paired" in null
-    assert "minimum detectable effect" not in paired_verdict(compare_paired(rows("1" * 40), rows("0" * 40)))  # a direction needs none
+
+def test_seeds_sentence_says_when_a_comparison_rests_on_one_seed():
+    one = seeds_sentence(1, "The comparison")
+    assert one.startswith("The comparison rests on one training seed") and "not for the methods in general" in one
+    assert seeds_sentence(3, "The comparison") == "The comparison is repeated over 3 training seeds"
+    with pytest.raises(CotlabError):
+        seeds_sentence(0, "x")

@@ -16,6 +16,7 @@ from fractions import Fraction
 from cotlab import CotlabError
 from cotlab.chains import arithmetic_steps, check_steps, evaluate_expression, prune_to_calculations, replace_spans, to_fraction
 from cotlab.prompts import sft_example
+from cotlab.stats import verdict_with_mde
 
 
 def _format_like(value: Fraction, like: str) -> str:
@@ -225,3 +226,10 @@ def structure_verdict(comparisons: dict[str, dict], alpha: float = 0.05) -> str:
         return (f"Unlike *LLMs Can Easily Learn to Reason from Demonstrations*, wrong numbers cost accuracy beyond noise here; "
                 f"a cost of broken structure was not detected {unseen} (vs gold: {costs}).")
     return f"No edit's cost was detected at this sample size {unseen} (vs gold: {costs})."
+
+
+def long_form_sentence(mean_tokens: dict[str, float], train_tokens: dict[str, int], comparison: dict, alpha: float = 0.05) -> str:
+    """The long form against gold: tokens per answer, tokens trained on (`token_ratio_sentence`)
+    and the paired verdict with its minimum detectable effect."""
+    return (f"Long vs gold chains: {mean_tokens['long']:.0f} vs {mean_tokens['gold']:.0f} tokens per answer; "
+            f"{token_ratio_sentence(train_tokens)}; {verdict_with_mde(comparison, alpha)}.")

@@ -86,6 +86,16 @@ def update_comparison(a: str, b: str, relative: dict[str, float], metrics: dict[
             f"descriptive only: no conclusion about which method moves the weights more")
 
 
+def update_size_sentence(relative: dict[str, float]) -> str:
+    """Each stage's relative LoRA update ||ΔW||/||W||, described: one run each, so no interval and
+    no ranking; none when the run trained no adapter."""
+    if not relative:
+        return "Relative update size: not measured, this run has no adapters (run notebooks 02-04 first)."
+    sizes = ", ".join(f"{stage} {value:.4f}" for stage, value in relative.items())
+    return (f"Relative update size ||ΔW||/||W||: {sizes} (LoRA adapters, not full fine-tuning as in Scalpel vs. Hammer; "
+            f"one run each, no interval).")
+
+
 def gold_answer_logprob(model, tokenizer, records, chains: list[str] | None = None, batch_size: int = 16) -> list[float]:
     """Mean log-probability per token of each record's gold answer, written right after the think
     prompt, the given chain (empty by default) and `</think>\n<answer>`: the format is supplied,

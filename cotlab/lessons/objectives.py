@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cotlab import CotlabError
 from cotlab.logs import logged
-from cotlab.stats import across_seeds, pooled_paired  # noqa: F401  (pooled_paired: the notebook's test, from stats)
+from cotlab.stats import across_seeds, pooled_paired, verdict_with_mde  # noqa: F401  (pooled_paired: the notebook's test, from stats)
 
 OBJECTIVES = {
     "grpo": {"loss_type": "grpo"},
@@ -52,10 +52,16 @@ def same_updates(names: list[str], num_iterations: int = 1, gradient_accumulatio
 def seed_difference_verdict(a: str, b: str, metric: str, values_a: list[float], values_b: list[float],
                             scale: float = 1.0, unit: str = "", confidence: float = 0.95) -> str:
     """A minus B on one metric, seed by seed (run i of A and run i of B share seed i): the mean
-    difference with its Student t interval across seeds; a direction only when it excludes zero."""
+    difference with its Student t interval across seeds; a direction only when it excludes zero.
+    Identical runs (every difference exactly 0) are said to be identical, not 'within noise'."""
     if len(values_a) != len(values_b) or not values_a:
         raise CotlabError(f"{a} and {b} need one value per seed each, got {len(values_a)} and {len(values_b)}")
-    summary = across_seeds([x - y for x, y in zip(values_a, values_b)], confidence)
+    differences = [x - y for x, y in zip(values_a, values_b)]
+    if all(d == 0 for d in differences):
+        return (f"{a} vs {b} {metric}: identical on every seed (a difference of exactly 0 on all {len(differences)}), "
+                f"so there is no noise to weigh: either these objectives make the same updates here or the runs are too "
+                f"short for them to differ")
+    summary = across_seeds(differences, confidence)
     mean = summary["mean"] * scale
     if summary["interval"] is None:
         return f"{a} − {b} {metric}: {mean:+.3g}{unit} from a single seed; a second seed is needed for an interval"
@@ -68,13 +74,26 @@ def seed_difference_verdict(a: str, b: str, metric: str, values_a: list[float], 
     return f"{a} has {side} {metric} than {b}: {evidence}"
 
 
-def objective_figure(histories: dict[str, list[list[dict]]], keys: list[str], accuracy: dict[str, dict], path=None):
+def objective_verdict(comparison: dict, twin: bool, alpha: float = 0.05) -> str:
+    """pooled_paired's verdict with its minimum detectable effect and what each question's outcome
+    is; `twin` when TRL computes both objectives' updates identically here (`same_updates`)."""
+    a, b = comparison["a"], comparison["b"]
+    note = "identical updates by construction here, so any difference is sampling noise: " if twin else ""
+    return (f"{note}{verdict_with_mde(comparison, alpha)} (per question: seeds right out of {comparison['seeds']}, "
+            f"{a} against {b}; {comparison['ties']} ties)")
+
+
+def objective_figure(histories: dict[str, list[list[dict]]], keys: list[str], counts: dict[str, list[tuple[int, int]]], path=None):
     """One panel per logged metric (a faint line per seed, a bold one for their mean at each
-    step) and a last panel of held-out accuracy with its across-seed t interval."""
+    step) and a last panel of held-out accuracy: a dot per seed with its Wilson 95% interval
+    (`counts`: each seed's (right, asked)), and a bar at the mean over seeds with its Student t
+    interval across seeds when there are two or more."""
     import matplotlib.pyplot as plt
 
+    from cotlab.plots import wilson_yerr
+
     keys = [k for k in keys if any(k in e for runs in histories.values() for h in runs for e in h)]
-    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(3.6 * (len(keys) + 1), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(3.6 * (len(keys) + 1), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for i, (name, runs) in enumerate(histories.items()):
             series = [dict(zip(*logged(h, key))) for h in runs]
@@ -83,11 +102,16 @@ def objective_figure(histories: dict[str, list[list[dict]]], keys: list[str], ac
             steps = sorted(set.intersection(*(set(p) for p in series))) if series else []
             ax.plot(steps, [sum(p[s] for p in series) / len(series) for s in steps], color=f"C{i}", marker=".", label=name)
         ax.set(title=key, xlabel="step")
-    names = list(accuracy)
-    half = [(s["interval"][1] - s["mean"]) if s["interval"] else 0 for s in accuracy.values()]
-    axes[0][-1].bar(range(len(names)), [s["mean"] for s in accuracy.values()], yerr=half, capsize=4, color=[f"C{i}" for i in range(len(names))])
-    axes[0][-1].set_xticks(range(len(names)), names, rotation=15)
-    axes[0][-1].set(title="held-out accuracy (t interval)", ylim=(0, 1))
+    accuracy = axes[0][-1]
+    for i, (name, seeds) in enumerate(counts.items()):
+        over_seeds = across_seeds([k / n for k, n in seeds])
+        half = over_seeds["interval"][1] - over_seeds["mean"] if over_seeds["interval"] else None
+        accuracy.bar(i, over_seeds["mean"], yerr=half, capsize=6, color=f"C{i}", alpha=0.4)
+        offsets = [i + 0.25 * (j - (len(seeds) - 1) / 2) / max(1, len(seeds) - 1) for j in range(len(seeds))]
+        accuracy.errorbar(offsets, [k / n for k, n in seeds], yerr=wilson_yerr(seeds), fmt="o", color=f"C{i}", capsize=3)
+    accuracy.set_xticks(range(len(counts)), list(counts), rotation=15)
+    accuracy.set(title="held-out accuracy", ylim=(0, 1),
+                 ylabel="dots: each seed, 95% Wilson interval\nbar: mean, 95% t interval over seeds")
     if keys:
         axes[0][0].legend(fontsize=7)
     fig.tight_layout()

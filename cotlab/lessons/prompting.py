@@ -12,6 +12,15 @@ def parameter_phrase(count: int) -> str:
     return f"{count / 1e9:.2g}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
 
 
+def token_cost_sentence(task: str, mean_tokens: dict[str, float], reference: str = "direct") -> str:
+    """Each prompting style's mean completion length, and how many times the reference style's
+    (direct answering) it spends: the cost a chain of thought adds."""
+    base = mean_tokens.get(reference)
+    costs = ", ".join(f"{style} {tokens:.0f}" + (f" ({tokens / base:.1f}x {reference})" if base and style != reference else "")
+                      for style, tokens in mean_tokens.items())
+    return f"[{task}] mean completion tokens: {costs}"
+
+
 def cot_scale_sentence(parameters: int, comparisons: list[dict], alpha: float = 0.05) -> str:
     """Set this run's CoT-vs-direct paired comparisons against *Chain-of-Thought Prompting Elicits
     Reasoning in Large Language Models* (Wei et al.), which finds chain-of-thought 'does not

@@ -19,7 +19,7 @@ import math
 
 from cotlab import CotlabError
 from cotlab.evaluate import pass_at_k
-from cotlab.stats import mcnemar_exact, mde_paired, mde_phrase
+from cotlab.stats import accuracy_phrase, mcnemar_exact, mde_paired, mde_phrase
 
 
 def sample_counts(rows: list[dict]) -> dict[str, tuple[int, int]]:
@@ -89,6 +89,14 @@ def curve_crossing(ks: list[int], curve_a: list[float], curve_b: list[float], to
     return None
 
 
+def coverage_sentence(covered: dict[str, tuple[int, int]], k: int) -> str:
+    """Each stage's coverage at k = K with its Wilson interval, naming any stage that solved no
+    question at all (its pass@k is then 0 at every k)."""
+    phrases = "; ".join(f"{stage} {accuracy_phrase(*counts)}" for stage, counts in covered.items())
+    none = [stage for stage, (solved, _) in covered.items() if solved == 0]
+    return (f"Coverage at k={k}: {phrases}." + (f" {' and '.join(none)} solved no question within {k} samples." if none else ""))
+
+
 def coverage_control(start_rows: list[dict], start: str = "base") -> dict:
     """The crossover question's positive control: the model a stage started from must solve at
     least one question within its K samples.  With coverage 0 its pass@k is 0 at every k, so no
@@ -143,16 +151,23 @@ def expansion_verdict(first: dict, last: dict, crossing: dict | None, control: d
     return f"{claim} ({_evidence(first)}; {_evidence(last)}); {where}."
 
 
-def pass_at_k_figure(ks: list[int], curves: dict[str, list[float]], path=None, title: str = "pass@k by stage"):
-    """pass@k against k (log scale), one line per stage: where the lines cross is the lesson."""
+def pass_at_k_figure(ks: list[int], curves: dict[str, list[float]], n: int, path=None, title: str = "pass@k by stage"):
+    """pass@k against k (log scale), one line per stage, each in a band: the Wilson 95% interval of
+    the mean over the n questions (`plots.wilson_yerr_of_means`: a mean of per-question values in
+    [0, 1], taken as a proportion, so the band is if anything too wide).  Where the lines cross is
+    the lesson; whether they cross beyond noise is the paired tests'."""
     import matplotlib.pyplot as plt
 
+    from cotlab.plots import wilson_yerr_of_means
+
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, values in curves.items():
-        ax.plot(ks, values, marker="o", label=label)
+    for i, (label, values) in enumerate(curves.items()):
+        below, above = wilson_yerr_of_means(values, n)
+        ax.plot(ks, values, marker="o", color=f"C{i}", label=label)
+        ax.fill_between(ks, [v - b for v, b in zip(values, below)], [v + a for v, a in zip(values, above)], color=f"C{i}", alpha=0.15)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set(xlabel="k (samples per question)", ylabel="pass@k", ylim=(0, 1.02), title=title)
+    ax.set(xlabel="k (samples per question)", ylabel="pass@k", ylim=(0, 1.02), title=f"{title}\n(bands: 95% Wilson intervals, n={n})")
     ax.legend()
     fig.tight_layout()
     if path:

@@ -7,7 +7,7 @@ import random
 
 from cotlab import CotlabError
 from cotlab.evaluate import majority_vote, pass_at_k
-from cotlab.stats import accuracy_phrase, paired_verdict, paired_winner
+from cotlab.stats import accuracy_phrase, paired_winner, verdict_with_mde
 
 
 def majority_rows(rows: list[dict], k: int) -> list[dict]:
@@ -67,13 +67,15 @@ def scaling_sentence(stage: str, curve: list[dict]) -> str:
             f"({first['tokens']:.0f} -> {last['tokens']:.0f} per question)")
 
 
-
-
-def sampling_vs_training_sentence(comparison: dict, alpha: float = 0.05) -> str:
+def sampling_vs_training_sentence(comparison: dict | None, alpha: float = 0.05) -> str:
     """Tuned model, one sample (A) against the base model's majority vote (B) on the same
     questions: 'sampling more beat training' only when the exact McNemar test says the base
-    vote wins; 'did not make up for it' only when the tuned sample wins; otherwise no claim."""
-    verdict, winner = paired_verdict(comparison, alpha), paired_winner(comparison, alpha)
+    vote wins; 'did not make up for it' only when the tuned sample wins; otherwise no claim.  The
+    test's minimum detectable effect is beside it; None (no base and tuned stage both sampled)
+    says the comparison was not measured."""
+    if comparison is None:
+        return "Not measured: this run did not sample both the base model and a tuned stage, so sampling is not set against training."
+    verdict, winner = verdict_with_mde(comparison, alpha), paired_winner(comparison, alpha)
     if winner:
         return f"Sampling more beat training here: {verdict}." if winner == "b" else f"Sampling more did not make up for training: {verdict}."
     return f"Neither sampling more nor training is ahead beyond noise on these questions: {verdict}."
