@@ -1,17 +1,15 @@
-"""The lines of an arithmetic chain of thought: parse them, check them, shorten, edit and reword them.
+"""The lines of an arithmetic chain of thought: parse them, check them, shorten and lengthen them.
 
-- `arithmetic_steps`, `check_steps`, `chain_is_right`: every `a op b … = r` a chain states,
-  checked exactly.  A chain whose answer is right can still compute wrongly on the way, and
-  fine-tuning on it teaches the wrong step too (*Let's Verify Step by Step*): training data for an
-  arithmetic task should pass every step, not just the final answer.
+- `arithmetic_steps`, `check_steps`: every `a op b … = r` a chain states, checked exactly.  A
+  chain whose answer is right can still compute wrongly on the way, and fine-tuning on it teaches
+  the wrong step too (*Let's Verify Step by Step*).
+- `chain_fault`, `chain_is_right`: the one whole-chain check every training row cotlab writes
+  passes: it computes, every step is right, and its last computed value is the gold answer.
 - `prune_to_calculations`: the teacher-free short form of *Long-Short Chain-of-Thought Mixture
   Supervised Fine-Tuning* (keep only the lines that compute), without eating the minus sign of a
-  negative running total.
-- `wrong_numbers`, `shuffled_steps`, `deleted_steps`, `answer_only` (`CHAIN_EDITS`): matched
-  edits of a gold chain for the lesson of *LLMs Can Easily Learn to Reason from Demonstrations:
-  Structure, not content, is what matters!* (train on each, compare what the model learns).
-- `paraphrase_steps`: the same steps in words, for the paraphrasing probe of *Measuring
-  Faithfulness in Chain-of-Thought Reasoning*.
+  negative running total; `explain_steps`: a long form that says each step in words around it.
+- `replace_spans`: the edits of lessons 05 and 10 (`cotlab.lessons.faithfulness`,
+  `cotlab.lessons.chain_forms`) rewrite a chain's numbers in place with it.
 
 Steps are found, not guessed: a step needs an '=' with a number on each side and at least one
 operator on the left, so dates, ranges and list numbering are never steps.  Bracketed
@@ -117,15 +115,38 @@ def check_steps(chain: str) -> list[str]:
     return [step.text for step in arithmetic_steps(chain) if not step.is_right]
 
 
-def chain_is_right(chain: str, answer: str) -> bool:
-    """True when the chain computes something, every step is right, and the last step's result is
-    the gold answer (numerically: '1,200' and '1200.0' are the same)."""
-    steps = arithmetic_steps(chain)
+# Why a chain is not right, as `chain_fault` names it; distillation counts its removals by these names.
+NO_CALCULATION = "no calculation"
+ARITHMETIC_ERROR = "arithmetic error"
+LAST_VALUE_NOT_ANSWER = "last value ≠ answer"
+ANSWER_NOT_A_NUMBER = "answer not a number"
+
+
+def chain_fault(chain: str, answer: str) -> str | None:
+    """Why the chain is not a right chain for the gold `answer`, or None when it is: it computes
+    something, every step is right, and the last step's result is the answer (numerically:
+    '1,200' and '1200.0' are the same).  The one whole-chain check every training row passes: a
+    chain that states '58 + 26 = 84' and then 'the final answer is 118' reaches no 118 at all."""
     try:
         gold = to_fraction(answer.strip().rstrip("."))
     except ValueError:
-        return False
-    return bool(steps) and all(step.is_right for step in steps) and steps[-1].result == gold
+        return ANSWER_NOT_A_NUMBER
+    steps = arithmetic_steps(chain)
+    if not steps:
+        return NO_CALCULATION
+    if not all(step.is_right for step in steps):
+        return ARITHMETIC_ERROR
+    return None if steps[-1].result == gold else LAST_VALUE_NOT_ANSWER
+
+
+def chain_is_right(chain: str, answer: str) -> bool:
+    """True when `chain_fault` finds nothing wrong."""
+    return chain_fault(chain, answer) is None
+
+
+def numbers_in(text: str) -> list[tuple[Fraction, int]]:
+    """Every number the text writes, with where it starts."""
+    return [(to_fraction(m.group()), m.start()) for m in _NUMBER.finditer(text)]
 
 
 # The short form -----------------------------------------------------------------------------------
@@ -143,30 +164,28 @@ def prune_to_calculations(rationale: str) -> str:
     return "\n".join(kept) if kept else rationale
 
 
-# Edits for "structure, not content" -----------------------------------------------------------------
+# The long form --------------------------------------------------------------------------------------
+
+_IN_WORDS = {"+": "Add {b} to {a}.", "-": "Subtract {b} from {a}.", "*": "Multiply {a} by {b}.", "/": "Divide {a} by {b}."}
 
 
+def explain_steps(chain: str) -> str:
+    """A long form of a chain (LS-Mixture's long side, written by template): an opening line, and
+    each line that is one two-number step said in words before it and its result restated after
+    it.  The words hold no '=' and the steps are kept as written, so `prune_to_calculations` gives
+    the chain back and the long form is exactly as right as the chain: it adds tokens, not reasoning."""
+    lines = ["Work through it one step at a time, keeping the running value."]
+    for line in chain.splitlines():
+        steps = arithmetic_steps(line)
+        if len(steps) == 1 and len(steps[0].operands) == 2 and steps[0].text == line.strip():
+            a, b, result = (line[start:end] for start, end in steps[0].number_spans)
+            lines += [_IN_WORDS[steps[0].operators[0]].format(a=a, b=b), line, f"The running value is now {result}."]
+        else:
+            lines.append(line)
+    return "\n".join(lines)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# Paraphrase ---------------------------------------------------------------------------------------
+# Editing in place ---------------------------------------------------------------------------------
 
 
 def replace_spans(chain: str, replacements: dict[tuple[int, int], str]) -> str:

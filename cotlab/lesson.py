@@ -14,7 +14,8 @@ from cotlab import CotlabError
 from cotlab.budget import matched_budget
 from cotlab.controls import answer_only_rows
 from cotlab.data import load_records, training_split
-from cotlab.distill import accepted, failed_ids, mix_long_short, reject_sample, save_dataset, shorten, star, to_sft_rows
+from cotlab.distill import (accepted, explained, failed_ids, gold_rationales, mix_long_short, reject_sample,
+                            removal_counts, save_dataset, shorten, star, to_sft_rows)
 from cotlab.evaluate import answer_changes, earlier_rows, evaluate_to
 from cotlab.evidence import (
     answer_changes_sentence,
@@ -64,19 +65,20 @@ from cotlab.training import load_training_dataset, train_and_score, train_dpo, t
 # Everything a lesson notebook imports: the pipeline's names a lesson uses, and the helpers below.
 __all__ = ["acceptance_and_coverage", "accepted", "accuracy_and_length", "accuracy_by_length_lines", "accuracy_phrase",
            "across_seeds", "all_controls", "answer_changes", "answer_changes_sentence", "answer_only_rows",
-           "attribution_sentence",
-           "build_messages", "carry_over_sentence", "compare_paired", "correct_count", "CotlabError", "count_parameters",
-           "curves", "DistillRecipe", "DPORecipe", "earlier_rows", "error_bars", "evaluate_to", "exemplars_from", "failed_ids",
-           "faithfulness_figure", "family_comparisons", "family_verdicts", "fields_of", "gain_vs_forgetting", "generate", "GenerationStats",
-           "GoldTeacher", "grpo_rows", "GRPORecipe", "length_histograms", "load_model", "load_records", "load_tokenizer",
-           "load_training_dataset", "LocalTeacher", "logged", "matched_budget", "mde_paired", "mde_phrase",
-           "mde_two_proportions", "mean_logged", "mix_long_short", "over_seeds", "over_seeds_verdict", "pair_lengths",
-           "PAIR_MODES", "paired_comparisons", "paired_mde_phrase", "paired_verdict", "pairs_from_samples", "paper_claim_sentence",
-           "qlora_sentence", "reject_sample", "render_prompt", "reward_sentence", "reward_summary", "Run", "run_family_verdicts",
-           "SamplingConfig", "save_dataset", "scaling_figure", "seed_runs", "seeds_sentence", "sft_start", "sft_change_sentence",
-           "SFTRecipe", "short_runs_against", "shorten", "stage_figure", "stage_lines", "StageScores", "star", "train_and_score",
-           "train_dpo", "train_grpo", "train_onpolicy", "train_sft", "training_curves", "trend_verdict", "unadjusted_verdicts",
-           "update_sizes", "verdict_with_mde", "verdicts", "with_holm", "write_jsonl"]
+           "attribution_sentence", "build_messages", "carry_over_sentence", "compare_paired", "correct_count", "CotlabError",
+           "count_parameters", "curves", "DistillRecipe", "DPORecipe", "earlier_rows", "error_bars", "evaluate_to",
+           "exemplars_from", "explained", "failed_ids", "faithfulness_figure", "family_comparisons", "family_verdicts",
+           "fields_of", "gain_vs_forgetting", "generate", "GenerationStats", "gold_rationales", "GoldTeacher", "grpo_rows",
+           "GRPORecipe", "length_histograms", "load_model", "load_records", "load_tokenizer", "load_training_dataset",
+           "LocalTeacher", "logged", "matched_budget", "mde_paired", "mde_phrase", "mde_two_proportions", "mean_logged",
+           "mix_long_short", "over_seeds", "over_seeds_verdict", "pair_lengths", "PAIR_MODES", "paired_comparisons",
+           "paired_mde_phrase", "paired_verdict", "pairs_from_samples", "paper_claim_sentence", "qlora_sentence",
+           "reject_sample", "removal_counts", "render_prompt", "reward_sentence", "reward_summary", "Run",
+           "run_family_verdicts", "SamplingConfig", "save_dataset", "scaling_figure", "seed_runs", "seeds_sentence",
+           "sft_change_sentence", "sft_start", "SFTRecipe", "short_runs_against", "shorten", "stage_figure", "stage_lines",
+           "StageScores", "star", "train_and_score", "train_dpo", "train_grpo", "train_onpolicy", "train_sft",
+           "training_curves", "trend_verdict", "unadjusted_verdicts", "update_sizes", "verdict_with_mde", "verdicts",
+           "with_holm", "write_jsonl"]
 
 
 class StageScores:

@@ -20,8 +20,7 @@ from cotlab import CotlabError
 from cotlab.generate import Completion, GenerationStats, SamplingConfig, choose_backend, generate_with, vllm_engine, vllm_model
 from cotlab.models import load_model, load_tokenizer, trained_in_4bit
 from cotlab.prompts import render_prompt
-from cotlab.distill import rationale_row, strip_answer
-from cotlab.verify import extract_answer, is_correct
+from cotlab.distill import gold_rationales
 
 
 class LocalTeacher:
@@ -104,11 +103,9 @@ class GoldTeacher:
     name = "gold"
 
     def rationales(self, records) -> list[dict]:
-        rows = []
-        for record in records:
-            if record.rationale and is_correct(record, extract_answer(record.rationale) or record.answer):
-                rows.append(rationale_row(record, strip_answer(record.rationale), "gold", self.name, None, None))
-        return rows
+        """The records' chains that pass the whole-chain check (`cotlab.distill.gold_rationales`
+        also counts the others)."""
+        return gold_rationales(records)[0]
 
 
 def teacher_from(spec: str, url: str | None = None, api_key: str | None = None, concurrency: int = 4, backend: str = "hf"):

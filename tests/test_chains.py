@@ -8,11 +8,12 @@ from fractions import Fraction
 import pytest
 
 from cotlab import CotlabError
-from cotlab.chains import arithmetic_steps, chain_is_right, check_steps, prune_to_calculations
+from cotlab.chains import (arithmetic_steps, chain_fault, chain_is_right, check_steps, explain_steps, numbers_in,
+                           prune_to_calculations)
 from cotlab.lessons.chain_forms import answer_only, CHAIN_EDITS, deleted_steps, shuffled_steps, wrong_numbers
 from cotlab.lessons.faithfulness import paraphrase_steps
 from cotlab.data import load_records
-from cotlab.distill import mix_long_short
+from cotlab.distill import gold_rationales, mix_long_short
 
 from conftest import CHAIN_SUM
 
@@ -64,10 +65,53 @@ def test_chain_is_right_needs_steps_all_right_and_the_gold_answer_last():
     assert not chain_is_right(NEGATIVE, "one hundred")
 
 
+# The two chains an executed cpu run's STaR kept as "verified": right answer stated, never computed.
+STAR_EIGHT_PLUS_TWO = "8 + 2 = 10\n10 − 1 = 9\nSo the final answer is 10."
+STAR_FIFTY_EIGHT = "58 + 26 = 84\nThe final answer is 118."
+
+
+def test_chain_fault_names_what_is_wrong_with_a_chain():
+    assert chain_fault(NEGATIVE, "-175") is None
+    assert chain_fault("The answer is -175.", "-175") == "no calculation"
+    assert chain_fault("15 - 43 = -27\n-27 - 75 = -102\n-102 - 73 = -175", "-175") == "arithmetic error"
+    assert chain_fault(NEGATIVE, "-174") == "last value ≠ answer"
+    assert chain_fault(NEGATIVE, "twelve") == "answer not a number"
+    assert chain_fault(STAR_EIGHT_PLUS_TWO, "10") == "last value ≠ answer"  # every step right, but it reaches 9
+    assert chain_fault(STAR_FIFTY_EIGHT, "118") == "last value ≠ answer"  # 118 is only said
+    assert numbers_in("from -3 to $1,200.5") == [(-3, 5), (Fraction("1200.5"), 11)]
+
+
+def test_good_gsm_symbolic_chains_pass_and_rounded_or_unit_steps_are_filtered_and_counted():
+    good = ("There are 20 x 0.5 = 10.0 liters of water from the 20 liters mango drink.\n"
+            "After 4 liter of grape drink was spilled, there were 10 - 4 = 6 liters of grape drink left.\n"
+            "Thus, there are a total of 10.0 + 4.0 = 14.0 liters of water out of the 26 liters.\n#### 14")
+    assert chain_is_right(good, "14")
+    rounded = good.replace("10.0 + 4.0 = 14.0", "6 x 0.6666666666666666 = 4.0 liters are water, 10.0 + 4.0 = 14.0")
+    assert chain_fault(rounded, "14") == "arithmetic error"  # a rounding written as an equality
+    records = load_records("rg:gsm_symbolic", n=40, split="train")
+    rows, removed = gold_rationales(records)
+    assert len(rows) + sum(removed.values()) == len(records)
+    assert len(rows) >= 10 and sum(removed.values()) >= 5  # both happen on 40 questions: kept and counted
+    assert set(removed) <= {"no calculation", "arithmetic error", "last value ≠ answer", "wrong answer", "no chain"}
+    assert all(chain_is_right(row["rationale"], row["answer"]) for row in rows)
+
+
 def test_gold_chain_sum_chains_are_right_step_by_step(records):
     assert len(records) == 50 and any(line.startswith("-") for r in records for line in r.rationale.splitlines())
     assert all(chain_is_right(r.rationale, r.answer) for r in records)
     assert all(len(arithmetic_steps(r.rationale)) == len(r.rationale.splitlines()) for r in records)
+    rows, removed = gold_rationales(records)
+    assert len(rows) == len(records) and removed == {}  # the gold format and the checker agree: none filtered
+
+
+def test_the_explained_long_form_is_right_longer_and_prunes_back_to_the_chain(records):
+    long = explain_steps(NEGATIVE)
+    assert long.splitlines()[1:4] == ["Subtract 43 from 15.", "15 - 43 = -28", "The running value is now -28."]
+    assert chain_is_right(long, "-175") and prune_to_calculations(long) == NEGATIVE
+    for record in records:
+        long = explain_steps(record.rationale)
+        assert chain_is_right(long, record.answer) and len(long.split()) > 3 * len(record.rationale.split())
+        assert prune_to_calculations(long) == record.rationale
 
 
 def test_pruning_keeps_the_minus_of_a_negative_running_total():

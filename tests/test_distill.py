@@ -1,5 +1,7 @@
-"""Distillation: gold rationales, rejection sampling that resumes, the long/short mix, saving in
-TRL's formats, the HTTP teacher against a real OpenAI-compatible server, and a killed CLI run."""
+"""Distillation: gold rationales, rejection sampling that resumes, every filter removing and counting
+its bad rows (the whole-chain check, STaR's copied hints), the long/short mix, saving in TRL's
+formats, lesson 01's sentences, the HTTP teacher against a real OpenAI-compatible server, and a
+killed CLI run."""
 
 import json
 import os
@@ -13,8 +15,13 @@ import urllib.request
 import pytest
 
 from cotlab import CotlabError
-from cotlab.data import load_records
-from cotlab.distill import accepted, data_card, mix_long_short, reject_sample, save_dataset, shorten
+from cotlab.chains import chain_is_right
+from cotlab.data import load_records, Record
+from cotlab.distill import (_judge, accepted, data_card, explained, FILTERS, gold_rationales, mix_long_short, reject_sample,
+                            removal_counts, save_dataset, shorten)
+from cotlab.generate import Completion
+from cotlab.lessons.distillation import (batching_sentence, filter_sentence, mean_tokens, mixture_sentence, sampling_sentence,
+                                         star_sentence)
 from cotlab.teachers import GoldTeacher, HTTPTeacher, LocalTeacher
 from cotlab.generate import SamplingConfig
 from cotlab.io import read_jsonl
@@ -32,7 +39,7 @@ def test_gold_rationales_verify_and_save_in_trl_formats(records, tmp_path):
     rows = GoldTeacher().rationales(records)
     assert len(rows) == len(records) and all(r["verified"] and r["teacher"] == "gold" for r in rows)
     card = save_dataset(rows, tmp_path, "gold")
-    assert card["rows"] == len(records) and card["methods"] == {"gold": len(records)}
+    assert card["rows"] == len(records) and card["methods"] == {"gold": len(records)} and card["removed"] == {}
     dataset = load_training_dataset(str(tmp_path / "gold"))
     assert dataset[0]["prompt"][-1]["role"] == "user" and dataset[0]["completion"][0]["role"] == "assistant"
     assert dataset[0]["completion"][0]["content"].endswith(f"<answer>{records[0].answer}</answer>")
@@ -54,8 +61,8 @@ def test_short_rewrites_are_right_step_by_step_and_mix_at_the_ratio(records):
 
     long_rows = verbose(GoldTeacher().rationales(records))
     assert any("= -" in row["rationale"] for row in long_rows)  # negative totals are in the fixture
-    short = shorten(long_rows, {r.id: r for r in records})
-    assert len(short) == len(long_rows) and all(len(s["rationale"]) < s["long_chars"] for s in short)
+    short, removed = shorten(long_rows, {r.id: r for r in records})
+    assert len(short) == len(long_rows) and removed == {} and all(len(s["rationale"]) < s["long_chars"] for s in short)
     all_short = mix_long_short(long_rows, short, short_fraction=1.0)
     assert sum(r["method"].endswith("+short") for r in all_short) == len(short) == len(all_short)
     assert all(check_steps(r["rationale"]) == [] and "Let us" not in r["rationale"] for r in all_short)
@@ -70,9 +77,120 @@ def test_a_training_row_with_a_wrong_step_is_never_written(records, tmp_path):
     lines = row["rationale"].splitlines()
     first = lines[0].rsplit("=", 1)
     wrong = {**row, "rationale": "\n".join([f"{first[0]}= {int(first[1]) + 1}", *lines[1:]])}
-    with pytest.raises(CotlabError, match="wrong arithmetic step"):
+    with pytest.raises(CotlabError, match="fail the whole-chain check.*arithmetic error"):
         save_dataset([wrong], tmp_path, "bad")
     assert not (tmp_path / "bad").exists()
+    unreached = {**row, "rationale": lines[0]}  # every step right, but it stops before the answer
+    with pytest.raises(CotlabError, match="last value ≠ answer"):
+        save_dataset([row, unreached], tmp_path, "bad")
+
+
+# Every filter, one bad sample each ------------------------------------------------------------------
+
+SUM = Record(id="q118", question="State the final answer to the following arithmetic problem: 58 + 26 + 34 =", answer="118")
+WORKED = "58 + 26 = 84\n84 + 34 = 118"
+
+
+def judge(record, texts, hint=False, max_per_question=4, finished=True):
+    samples = [Completion(text, 20, finished) for text in texts]
+    return _judge(record, samples, "star" if hint else "rejection", "test", SamplingConfig(k=len(samples), temperature=0.7),
+                  max_per_question=max_per_question, max_tokens=100, hint=hint)
+
+
+def test_each_filter_removes_its_bad_sample_and_counts_it():
+    answer = "\n<answer>118</answer>"
+    texts = {
+        None: WORKED + answer,
+        "wrong answer": WORKED.replace("118", "117") + "\n<answer>117</answer>",
+        "no calculation": "<answer>118</answer>",
+        "arithmetic error": "58 + 26 = 85\n85 + 33 = 118" + answer,
+        "last value ≠ answer": "58 + 26 = 84\nThe final answer is 118.",
+        "hint copied": "We have to reach 118.\n" + WORKED + answer,
+        "duplicate": WORKED + answer,
+        "enough kept": "26 + 58 = 84\n84 + 34 = 118" + answer,  # right and new, but the question has its one row
+    }
+    log = judge(SUM, list(texts.values()), hint=True, max_per_question=1)
+    assert [s["rejected"] for s in log["samples"]] == list(texts)
+    assert [row["rationale"] for row in log["accepted"]] == [WORKED]
+    assert removal_counts([log]) == {reason: 1 for reason in texts if reason}
+    assert list(removal_counts([log])) == [r for r in FILTERS if r in texts]  # reported in the order the filters run
+    unfinished = judge(SUM, [WORKED + answer], finished=False)
+    assert removal_counts([unfinished]) == {"unfinished": 1} and not unfinished["accepted"]
+
+
+def test_star_keeps_no_chain_that_states_the_hinted_answer_without_computing_it():
+    """The two rows an executed cpu run's STaR kept as verified, now removed and counted."""
+    eight = Record(id="q10", question="State the final answer to the following arithmetic problem: 8 + 2 - 1 + 1 =", answer="10")
+    eight_log = judge(eight, ["8 + 2 = 10\n10 − 1 = 9\nSo the final answer is 10.\n<answer>10</answer>"], hint=True)
+    fifty_log = judge(SUM, ["58 + 26 = 84\nSo the final answer is 118.\n<answer>118</answer>"], hint=True)
+    for log in (eight_log, fifty_log):
+        assert log["correct_rate"] == 1.0 and not log["accepted"]  # the answer was right; the chain never reached it
+        assert removal_counts([log]) == {"last value ≠ answer": 1}
+    # Computed, not copied: kept.  An answer that is also a number of the question cannot be called copied.
+    assert judge(SUM, [WORKED + "\n<answer>118</answer>"], hint=True)["accepted"]
+    echo = Record(id="q7", question="What is 7 + 3 - 3?", answer="7")
+    assert judge(echo, ["7 is where we start.\n7 + 3 = 10\n10 - 3 = 7\n<answer>7</answer>"], hint=True)["accepted"]
+    assert removal_counts([judge(SUM, ["As the hint says, 58 + 26 = 84\n84 + 34 = 118\n<answer>118</answer>"],
+                                 hint=True)]) == {"hint copied": 1}
+
+
+def test_gold_chains_that_fail_the_whole_chain_check_are_counted_not_written(tmp_path):
+    gold = [Record(id="good", question="58 + 26 + 34?", answer="118", rationale=WORKED),
+            Record(id="none", question="1 + 1?", answer="2"),
+            Record(id="stated", question="58 + 26 + 34?", answer="118", rationale=WORKED + "\n#### 117"),
+            Record(id="rounded", question="1 / 3 * 3?", answer="1", rationale="1 / 3 = 0.33\n0.33 * 3 = 1"),
+            Record(id="short", question="58 + 26 + 34?", answer="118", rationale="58 + 26 = 84\nthen add 34")]
+    rows, removed = gold_rationales(gold)
+    assert [r["source_id"] for r in rows] == ["good"]
+    assert removed == {"no chain": 1, "wrong answer": 1, "arithmetic error": 1, "last value ≠ answer": 1}
+    assert GoldTeacher().rationales(gold) == rows
+    card = save_dataset(rows + rows, tmp_path, "gold", removed=removed)
+    assert card["rows"] == 1 and card["removed"] == {**removed, "duplicate": 1}
+    assert filter_sentence("gold", card) == ("gold: 1 of 6 candidate chains kept; the filters removed 5 (1 no chain, "
+                                             "1 wrong answer, 1 arithmetic error, 1 last value ≠ answer, 1 duplicate).")
+
+
+# The long/short mixture -----------------------------------------------------------------------------
+
+
+def test_the_mixture_of_a_small_chain_sum_set_is_at_least_a_fifth_verified_short_rows(records, tokenizer):
+    by_id = {r.id: r for r in records}
+    gold = GoldTeacher().rationales(records)
+    short, removed = shorten(gold, by_id)
+    assert short == [] and removed == {"not shorter": len(gold)}  # bare gold chains: nothing to prune
+    assert mix_long_short(gold, short) == gold
+
+    long_rows = explained(gold)
+    short, removed = shorten(long_rows, by_id)
+    assert len(short) == len(long_rows) == len(records) and removed == {}
+    mixed = mix_long_short(long_rows, short, short_fraction=0.5, seed=3)
+    shorts = [r for r in mixed if r["method"] == "gold+explained+short"]
+    assert len(shorts) == round(0.5 * len(records)) and len(shorts) / len(mixed) >= 0.2
+    assert all(chain_is_right(r["rationale"], r["answer"]) for r in mixed)
+    assert [r["rationale"] for r in short] == [g["rationale"] for g in gold]  # the calculations alone are the gold chain
+    tokens = {"long": mean_tokens(tokenizer, long_rows), "short": mean_tokens(tokenizer, short), "mixed": mean_tokens(tokenizer, mixed)}
+    assert tokens["short"] < tokens["mixed"] < tokens["long"] and tokens["short"] < 0.5 * tokens["long"]
+    assert mean_tokens(tokenizer, []) == 0.0
+
+
+# Lesson 01's sentences: each says what the numbers say, and changes with them ------------------------
+
+
+def test_lesson_01_sentences_change_with_the_result():
+    long_rows = [{"source_id": f"q{i}", "method": "gold+explained", "rationale": "x"} for i in range(4)]
+    some = long_rows[:2] + [{**r, "method": "gold+explained+short"} for r in long_rows[2:]]
+    tokens = {"long": 80.0, "short": 20.0, "mixed": 50.0}
+    none_short = mixture_sentence(4, 0, long_rows, {**tokens, "mixed": 80.0})
+    assert none_short.startswith("The mixture is not a mixture here: 0 of 4 long chains") and "all 4 mixed rows are long" in none_short
+    mixed = mixture_sentence(4, 4, some, tokens)
+    assert mixed.startswith("2 of 4 mixed rows (50%) are short forms") and "long 80, short 20 (25% of long), mixed 50" in mixed
+    assert "not measured here" in mixed and "not measured here" in none_short
+    assert filter_sentence("gold", {"rows": 3, "removed": {}}) == "gold: all 3 candidate chains passed every filter and were kept."
+    kept_all = sampling_sentence("m", {0.5: 0.5}, {0.5: 0.25}, 2, {})
+    assert kept_all.endswith("2 chains kept; of all samples drawn, the filters removed none.")
+    assert sampling_sentence("m", {0.5: 0.5}, {0.5: 0.25}, 2, {"wrong answer": 5}).endswith("removed 5 (5 wrong answer).")
+    assert "computes it" in star_sentence(1, 2) and "computes it" in star_sentence(0, 2)
+    assert batching_sentence({"batched": 30.0, "one at a time": 10.0}, 8).startswith("Batched sampling ran 3.0x faster")
 
 
 class CountingTeacher(LocalTeacher):

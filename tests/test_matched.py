@@ -5,11 +5,11 @@ chain-form datasets of notebook 10 (same questions and answers, only the chain c
 import pytest
 
 from cotlab import CotlabError
-from cotlab.chains import check_steps
+from cotlab.chains import chain_is_right, check_steps
 from cotlab.budget import matched_budget
 from cotlab.lesson import sft_start
-from cotlab.lessons.chain_forms import (chain_datasets, CHAIN_FORMS, changed_fraction, check_matched, long_form_sentence,
-                                        structure_verdict, token_ratio_sentence, with_checks)
+from cotlab.lessons.chain_forms import (chain_datasets, CHAIN_FORMS, changed_fraction, check_matched, DELIBERATELY_WRONG,
+                                        long_form_sentence, structure_verdict, token_ratio_sentence, with_checks)
 from cotlab.lessons.objectives import (objective_figure, objective_settings, objective_verdict, OBJECTIVES, pooled_paired,
                                        same_updates, seed_difference_verdict)
 from cotlab.logs import mean_logged
@@ -170,11 +170,12 @@ def test_sft_start_prefers_the_runs_adapter_then_trains_or_reads_back_its_fallba
 # Chain forms --------------------------------------------------------------------------------------
 
 
-def test_with_checks_doubles_the_chain_and_keeps_every_step_right():
+def test_with_checks_doubles_the_chain_and_keeps_it_right_to_the_last_value():
     long = with_checks(CHAIN)
     assert long.splitlines()[:2] == ["15 - 43 = -28", "check: -28 + 43 = 15"]
-    assert len(long.splitlines()) == 6 and check_steps(long) == []
-    assert with_checks("3 * 4 = 12").splitlines()[1] == "check: 12 / 4 = 3"
+    assert len(long.splitlines()) == 7 and check_steps(long) == []
+    assert long.splitlines()[-1] == "so -103 - 72 = -175" and chain_is_right(long, "-175")  # ends on the answer, not a check
+    assert with_checks("3 * 4 = 12").splitlines() == ["3 * 4 = 12", "check: 12 / 4 = 3", "so 3 * 4 = 12"]
     assert with_checks("1 + 2 + 3 = 6") == "1 + 2 + 3 = 6"  # three numbers: no single step to undo
     assert with_checks("1 / 3 = 0.5") == "1 / 3 = 0.5"  # not whole numbers: not checked
 
@@ -192,6 +193,13 @@ def test_chain_datasets_share_questions_and_answers_and_change_only_the_chain():
     assert all(check_steps(r["completion"][0]["content"]) for r in sets["wrong_numbers"])
     assert all(check_steps(r["completion"][0]["content"]) == [] for r in sets["long"])
     assert sets["answer_only"][0]["completion"][0]["content"].startswith("<think>\n\n</think>")
+    # The controls wrong on purpose say so; every other form with a chain passes the whole-chain check.
+    assert set(DELIBERATELY_WRONG) == {"wrong_numbers", "shuffled", "deleted"}
+    for form, edited in sets.items():
+        assert all(r["deliberately_wrong"] == (form in DELIBERATELY_WRONG) for r in edited)
+        if form not in DELIBERATELY_WRONG and form != "answer_only":
+            assert all(chain_is_right(r["completion"][0]["content"], r["final_answer"]) for r in edited), form
+    assert not all(chain_is_right(r["completion"][0]["content"], r["final_answer"]) for r in sets["wrong_numbers"])
     assert changed_fraction(sets["short"], sets["gold"]) == 0.0  # bare calculations: the short form is the chain
     assert changed_fraction(sets["shuffled"], sets["gold"]) == 1.0
     assert chain_datasets(rows, ["wrong_numbers"], seed=0) == chain_datasets(rows, ["wrong_numbers"], seed=0)

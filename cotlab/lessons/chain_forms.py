@@ -3,9 +3,13 @@
 After *LLMs Can Easily Learn to Reason from Demonstrations: Structure, not content, is what
 matters!*: gold chains against wrong intermediate numbers, shuffled and deleted steps and no chain at
 all; plus a longer, self-checking form and a shorter one for *Through the Valley: Path to Effective
-Long CoT Training for Small Language Models*.  The edited sets are deliberately wrong controls
-(labelled so): they never go through `cotlab.distill.save_dataset`, which rightly refuses wrong
-arithmetic steps.
+Long CoT Training for Small Language Models*.
+
+Every row carries its `form` and `deliberately_wrong`: true for the wrong_numbers, shuffled and
+deleted controls (`DELIBERATELY_WRONG`), which never go through `cotlab.distill.save_dataset`
+(it refuses a chain that fails the whole-chain check).  Every other form with a chain (gold, short,
+long) passes `cotlab.chains.chain_is_right`, or its row leaves every set; answer_only has no chain
+to check.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import random
 from fractions import Fraction
 
 from cotlab import CotlabError
-from cotlab.chains import arithmetic_steps, check_steps, evaluate_expression, prune_to_calculations, replace_spans, to_fraction
+from cotlab.chains import (arithmetic_steps, chain_is_right, check_steps, evaluate_expression, prune_to_calculations,
+                           replace_spans, to_fraction)
 from cotlab.prompts import sft_example
 from cotlab.stats import verdict_with_mde
 
@@ -120,12 +125,17 @@ def _checked_backwards(step) -> str | None:
 def with_checks(chain: str, rng: random.Random | None = None) -> str:
     """The long form: after every line, each of its two-number steps undone as a check
     ('check: -28 + 43 = 15'), so the chain doubles its lines while every step stays right (how many
-    more tokens that makes is measured per run: `token_ratio`).
+    more tokens that makes is measured per run: `token_ratio`).  When a check follows the last
+    step, the last step is said again ('so -103 - 72 = -175'), so the chain still ends on the
+    value it answers with (the whole-chain check).
     A stand-in for the self-verification of long chains of thought, not their thousands of tokens."""
     lines = []
     for line in chain.splitlines():
         lines.append(line)
         lines += [f"check: {check}" for check in map(_checked_backwards, arithmetic_steps(line)) if check]
+    steps = arithmetic_steps(chain)
+    if steps and arithmetic_steps("\n".join(lines))[-1].text != steps[-1].text:
+        lines.append(f"so {steps[-1].text}")
     return "\n".join(lines)
 
 
@@ -136,12 +146,16 @@ def short_form(chain: str, rng: random.Random | None = None) -> str:
 
 # edit(chain, rng) -> chain: the structure/content edits, and two lengths of the same right chain.
 CHAIN_FORMS = {**CHAIN_EDITS, "short": short_form, "long": with_checks}
+# The controls that are wrong on purpose: their rows say so (`deliberately_wrong`), the rest are right.
+DELIBERATELY_WRONG = ("wrong_numbers", "shuffled", "deleted")
 
 
 def chain_datasets(gold_rows: list[dict], forms: list[str], seed: int = 0) -> dict[str, list[dict]]:
     """One SFT set per chain form, all from the same gold rows (`GoldTeacher().rationales`):
     the same questions and answers in the same order, only the chain differs.  A row that some
-    form cannot edit (no arithmetic step to corrupt) is dropped from every set, so they stay matched."""
+    form cannot edit (no arithmetic step to corrupt), or whose form meant to be right fails the
+    whole-chain check, is dropped from every set, so they stay matched.  Each row says its `form`
+    and whether it is `deliberately_wrong`."""
     unknown = [f for f in forms if f not in CHAIN_FORMS]
     if unknown:
         raise CotlabError(f"unknown chain form(s) {', '.join(unknown)}: choose from {', '.join(CHAIN_FORMS)}")
@@ -149,13 +163,15 @@ def chain_datasets(gold_rows: list[dict], forms: list[str], seed: int = 0) -> di
     kept = []
     for row in gold_rows:
         try:
-            kept.append((row, {form: CHAIN_FORMS[form](row["rationale"], rngs[form]) for form in forms}))
+            chains = {form: CHAIN_FORMS[form](row["rationale"], rngs[form]) for form in forms}
         except CotlabError:
             continue
+        if all(chain_is_right(chain, row["answer"]) for form, chain in chains.items() if form not in DELIBERATELY_WRONG and chain):
+            kept.append((row, chains))
     if not kept:
         raise CotlabError("no gold row could be edited into every chain form")
     return {form: [sft_example(row["question"], chains[form], row["answer"], source_id=row["source_id"], final_answer=row["answer"],
-                               form=form) for row, chains in kept] for form in forms}
+                               form=form, deliberately_wrong=form in DELIBERATELY_WRONG) for row, chains in kept] for form in forms}
 
 
 def check_matched(datasets: dict[str, list[dict]]) -> int:
