@@ -50,6 +50,7 @@ fi
 extras=notebook
 if [ $DEV = 1 ]; then extras=notebook,dev; fi
 if [ $TORCH = cpu ]; then
+  extras="$extras,int8"
   pip_quiet "torch==2.13.0" ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple}
 elif [ "$EXTRAS" = full ]; then
   extras="$extras,gpu"

@@ -52,3 +52,28 @@ def test_grpo_step_bench(tmp_path):
     row = result["rows"][0]
     assert row["config"] == "hf generate" and row["steps"] == 1
     assert 0 < row["generation_share"] < 1 and abs(row["generation_share"] + row["scoring_share"] + row["training_share"] - 1) < 0.01
+
+
+@pytest.mark.slow
+def test_generation_bench_int8_row_and_llama_cpp_skipped_without_llama_cpp_python(tmp_path):
+    """--int8 adds a cotlab int8 row with its agreement and peak fraction; --llama-cpp without
+    llama-cpp-python (hidden here by a stub that fails to import) prints a note and leaves the row out."""
+    pytest.importorskip("torchao")
+    import os
+
+    stub = tmp_path / "stub" / "llama_cpp"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('hidden for the test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stub.parent), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "generation.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "generation.py"), "--model", "tiny-random", "--n", "4",
+                             "--max-new-tokens", "8", "--repeats", "1", "--int8", "--llama-cpp", "--out", str(out)],
+                            capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "llama.cpp row skipped: llama-cpp-python does not import" in result.stdout
+    saved = json.loads(out.read_text())
+    assert [row["config"] for row in saved["rows"]][-1] == "cotlab" and saved["ratio_vs_llama_cpp"] is None
+    int8 = saved["rows"][-1]
+    assert int8["dtype"] == "int8" and int8["tokens_per_second"] > 0 and 0.5 <= int8["token_agreement"] <= 1
+    assert 0 < int8["peak_fraction"] and set(saved["matmul_peaks"]["gflops"]) >= {"float32", "int8"}
+    assert len(saved["load_average"]["before"]) == 3
