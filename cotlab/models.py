@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from cotlab import CotlabError
+from cotlab.quantize import INT8
 
 EMBEDDED = "embedded"
 TINY_RANDOM = "tiny-random"
@@ -76,7 +77,10 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 def weights_dtype(model) -> str:
     """The dtype a model computes in, as run.json and summaries record it ("float32", "bfloat16";
-    "nf4+bfloat16" for a 4-bit QLoRA base, whose linear weights are NF4 and compute in bf16)."""
+    "nf4+bfloat16" for a 4-bit QLoRA base, whose linear weights are NF4 and compute in bf16;
+    "int8" for a model quantised for CPU decoding by `cotlab.quantize`)."""
+    if getattr(model, "cotlab_quantized", None) == INT8:
+        return "int8"  # int8 Linear layers (weights and, per token, activations), fp32 elsewhere
     dtype = str(getattr(model, "dtype", None) or next(model.parameters()).dtype).removeprefix("torch.")
     return f"nf4+{dtype}" if getattr(model, "is_loaded_in_4bit", False) else dtype
 
@@ -88,11 +92,19 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto", device: str | None = 
         return default_dtype(device)
     dtype = spec if isinstance(spec, torch.dtype) else DTYPES.get(str(spec).lower())
     if dtype not in (torch.float32, torch.bfloat16):
-        raise CotlabError(f"unknown dtype {spec!r}: use auto, float32 or bfloat16")
+        hint = " (int8 is for CPU decoding only: load_model(..., dtype='int8'))" if wants_int8(spec) else ""
+        raise CotlabError(f"unknown dtype {spec!r}: use auto, float32 or bfloat16{hint}")
     device = device or default_device()
     if dtype == torch.bfloat16 and device == "cpu" and not cpu_supports_bf16():
         raise CotlabError("bfloat16 needs a CPU with AVX-512 BF16 or AMX (this one has neither): use float32")
     return dtype
+
+
+def wants_int8(spec) -> bool:
+    """Whether a dtype spec asks for int8 decoding (`cotlab.quantize`): only `int8` itself.  `auto`
+    never does: on the AMX CPU where int8 was measured, bf16 decoded faster and agreed with fp32
+    more often (bench/generation.py), and int8 changes answers where a teaching run should not."""
+    return isinstance(spec, str) and spec.lower() == INT8
 
 
 def trainer_precision(dtype: str | torch.dtype | None = "auto", device: str | None = None) -> dict:
@@ -257,7 +269,8 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     load_in_4bit: bool | None = None,
 ):
-    """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype` (see `resolve_dtype`).
+    """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype` (see
+    `resolve_dtype`; `int8` quantises the Linear layers for CPU decoding, the adapter merged first).
 
     adapter: a PEFT adapter folder applied on top (kept separate, not merged, so its weights can
     still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes; None loads
@@ -265,6 +278,8 @@ def load_model(
     on the NF4 base it learned to correct and not on full-precision weights it never saw.
     """
     device = device or default_device()
+    if wants_int8(dtype):
+        return load_int8(name, adapter, device, load_in_4bit), load_tokenizer(name)
     load_in_4bit = trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit
     model = load_base(name, dtype, load_in_4bit, device=device)
     if not load_in_4bit:
@@ -273,6 +288,18 @@ def load_model(
         model = apply_adapter(model, adapter)
     model.eval()
     return model, load_tokenizer(name)
+
+
+def load_int8(name: str = EMBEDDED, adapter: str | None = None, device: str = "cpu", load_in_4bit: bool | None = None):
+    """The model in fp32 with `adapter` (and the adapters under it) merged in, then quantised to
+    int8 for CPU decoding (`cotlab.quantize`)."""
+    from cotlab.quantize import quantize_int8
+
+    if device != "cpu":
+        raise CotlabError(f"dtype int8 is for CPU decoding, not {device}: use auto or bfloat16")
+    if load_in_4bit:
+        raise CotlabError("dtype int8 and load_in_4bit exclude each other: int8 quantises the fp32 weights itself")
+    return quantize_int8(load_base(name, torch.float32, merge=adapter_chain(adapter), device=device))
 
 
 def trained_in_4bit(adapter: str | Path | None) -> bool:

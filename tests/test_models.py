@@ -121,3 +121,74 @@ def test_an_adapter_chain_is_checked_by_content_and_survives_a_moved_run(tmp_pat
     again = train_sft(SFTRecipe(output_dir=str(root / "03_dpo" / "train"), adapter=str(base), **common), rows)
     assert "reused" not in again and (root / "03_dpo" / "train.earlier-1").is_dir()
     assert type(load_model("tiny-random", adapter=top)[0]).__name__ == "PeftModelForCausalLM"
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32():
+    """The tiny model in fp32 (the `tiny` fixture is in `auto`: bf16 on an AMX CPU)."""
+    return load_model("tiny-random", dtype="float32")
+
+
+def _prompts(tokenizer):
+    from cotlab.prompts import build_messages, render_prompt
+
+    return [render_prompt(tokenizer, build_messages(f"What is {a} + {b}?", "think")) for a, b in [(1, 2), (13, 8), (40, 2), (7, 7)]]
+
+
+def test_int8_decoding_generates_and_mostly_agrees_with_fp32(tiny_fp32):
+    """dtype int8 is accepted by load_model, quantises every Linear layer, generates, and picks
+    fp32's next token on nearly every position of fp32's own greedy completions (teacher-forced,
+    so one early difference does not count against every later token)."""
+    pytest.importorskip("torchao")
+    import torch
+
+    from cotlab.generate import SamplingConfig, generate
+    from cotlab.models import weights_dtype
+    from cotlab.quantize import is_int8
+
+    fp32, tokenizer = tiny_fp32
+    int8, _ = load_model("tiny-random", dtype="int8")
+    assert is_int8(int8) and weights_dtype(int8) == "int8" and not is_int8(fp32)
+    assert type(int8.model.layers[0].mlp.down_proj.weight).__name__ == "Int8Tensor"
+    prompts = _prompts(tokenizer)
+    sampling = SamplingConfig(max_new_tokens=12, batch_size=4)
+    reference = [c[0].text for c in generate(fp32, tokenizer, prompts, sampling, progress=False)]
+    assert all(c[0].tokens > 0 for c in generate(int8, tokenizer, prompts, sampling, progress=False))
+    tokenizer.padding_side = "right"
+    batch = tokenizer([p + c for p, c in zip(prompts, reference)], return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        same = fp32(**batch).logits.argmax(-1) == int8(**batch).logits.argmax(-1)
+    assert same[batch["attention_mask"].bool()].float().mean() >= 0.9
+
+
+def test_int8_merges_the_adapter_before_quantising(tiny_fp32, tmp_path):
+    """An adapter loaded with dtype int8 is folded into the weights: a plain (not PEFT) model with
+    no LoRA layers left, whose logits follow base + adapter, not the base alone."""
+    pytest.importorskip("torchao")
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from cotlab.models import load_base
+
+    torch.manual_seed(0)
+    lora = get_peft_model(load_base("tiny-random", "float32"), LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False))
+    lora.save_pretrained(tmp_path)
+    int8, tokenizer = load_model("tiny-random", adapter=str(tmp_path), dtype="int8")
+    assert "Peft" not in type(int8).__name__ and not any("lora" in name for name, _ in int8.named_modules())
+    adapted, _ = load_model("tiny-random", adapter=str(tmp_path), dtype="float32")
+    batch = tokenizer(_prompts(tokenizer), return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        got, want, base = (m(**batch).logits for m in (int8, adapted, tiny_fp32[0]))
+    assert (got - want).abs().mean() < 0.2 * (base - want).abs().mean()
+
+
+def test_int8_is_for_cpu_decoding_only():
+    from cotlab.models import resolve_dtype
+
+    with pytest.raises(CotlabError, match="int8 is for CPU decoding only"):
+        resolve_dtype("int8")  # training and the trainers' precision never take it
+    with pytest.raises(CotlabError, match="for CPU decoding"):
+        load_model("tiny-random", dtype="int8", device="cuda")
+    with pytest.raises(CotlabError, match="exclude each other"):
+        load_model("tiny-random", dtype="int8", load_in_4bit=True)
+
