@@ -5,7 +5,8 @@
 
 Greedy decoding on the same questions.  "plain batched" left-pads all n prompts into one batch
 and calls `model.generate`; "cotlab" is `cotlab.generate.generate` (shared prompt prefix,
-finished rows leave, free slots refill) in the dtype the policy picks; --fp32, --bf16 and --int8 add cotlab in those (int8:
+finished rows leave, free slots refill) in the dtype the decoding policy picks
+(`cotlab.models.decoding_dtype`); --fp32, --bf16 and --int8 add cotlab in those (int8:
 `cotlab.quantize`, CPU only); --llama-cpp adds llama.cpp (llama-cpp-python, the `bench` extra) on
 the embedded model's own GGUF file, the same prompt tokens, greedy, all sequences decoding in one
 batch (without llama-cpp-python the row is skipped with a one-line note).  --backend both adds a
@@ -225,18 +226,17 @@ def main() -> None:
 
     from cotlab.data import load_records
     from cotlab.generate import vllm_dtype, vllm_model
-    from cotlab.models import count_parameters, load_model, resolve_dtype
+    from cotlab.models import count_parameters, decoding_dtype, dtype_name, load_model
     from cotlab.prompts import build_messages, render_prompt
     from cotlab.verify import extract_answer
 
     load_before = load_average()
     fp32, tokenizer = load_model(args.model, dtype="float32")
-    auto = resolve_dtype("auto")
-    auto_name = str(auto).removeprefix("torch.")
-    configs = [("plain batched", "float32", fp32, plain_batched), ("cotlab", auto_name,
+    auto = decoding_dtype("auto")
+    configs = [("plain batched", "float32", fp32, plain_batched), ("cotlab", dtype_name(auto),
                fp32 if auto == torch.float32 else load_model(args.model, dtype=auto)[0], cotlab_generate)]
     for flag, dtype in ((args.fp32, "float32"), (args.bf16, "bfloat16"), (args.int8, "int8")):
-        if flag and auto_name != dtype:
+        if flag and dtype_name(auto) != dtype:
             configs.append(("cotlab", dtype, fp32 if dtype == "float32" else load_model(args.model, dtype=dtype)[0], cotlab_generate))
     if args.backend != "hf":
         configs = configs[:1] if args.backend == "vllm" else configs
@@ -279,7 +279,7 @@ def main() -> None:
     peer = next((row for row in rows if row["config"] == "llama.cpp"), None)
     result = {"model": args.model, "n": args.n, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
               "ratio_vs_plain_batched": rows[1]["ratio_vs_plain_batched"], "greedy_agreement": rows[1]["greedy_agreement"],
-              "dtype_auto": auto_name, "best_cotlab_dtype": best and best["dtype"],
+              "dtype_auto": dtype_name(auto), "best_cotlab_dtype": best and best["dtype"],
               "best_ratio_vs_plain_batched": best and best["ratio_vs_plain_batched"],
               "ratio_vs_llama_cpp": round(best["tokens_per_second"] / peer["tokens_per_second"], 2) if best and peer else None,
               "parameters": parameters, "matmul_peaks": peaks, "load_average": {"before": load_before, "after": load_average()},

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from cotlab import CotlabError
-from cotlab.quantize import INT8
+from cotlab.quantize import INT8, int8_available
 
 EMBEDDED = "embedded"
 TINY_RANDOM = "tiny-random"
@@ -101,10 +101,48 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto", device: str | None = 
 
 
 def wants_int8(spec) -> bool:
-    """Whether a dtype spec asks for int8 decoding (`cotlab.quantize`): only `int8` itself.  `auto`
-    never does: on the AMX CPU where int8 was measured, bf16 decoded faster and agreed with fp32
-    more often (bench/generation.py), and int8 changes answers where a teaching run should not."""
+    """Whether a dtype spec names int8 decoding (`cotlab.quantize`) itself.  `auto` may also decode
+    in int8, where `decoding_dtype`'s measured table says so for this CPU."""
     return isinstance(spec, str) and spec.lower() == INT8
+
+
+def cpu_class() -> str:
+    """The CPU feature that decides the decoding dtype: "amx" (AMX tiles: bf16 and int8 matrix
+    units), "vnni" (AVX-512 VNNI or AVX-VNNI int8 dot products, no AMX), or "" (neither)."""
+    flags = cpu_flags()
+    if {"amx_bf16", "amx_int8"} & flags:
+        return "amx"
+    return "vnni" if {"avx512_vnni", "avx_vnni"} & flags else ""
+
+
+# What `dtype: auto` decodes in on a CPU, by `cpu_class`, from bench/generation.py's rows and
+# matrix-product peaks (--fp32 --bf16 --int8; `matmul_peaks` in bench/common.py).  Only an "int8"
+# entry makes auto decode in int8; any other entry, or none, leaves the choice to `default_dtype`
+# (bf16 with AMX, fp32 elsewhere), which these measurements agree with.
+#   amx:  bfloat16.  The 2-core AMX Xeon (branch i26-int8, a loaded machine) peaked at about
+#         1100 GFLOP/s in bf16, 313 GOP/s through torchao's int8 Linear and 270 GFLOP/s in fp32 on
+#         the model's MLP shape; the quiet re-run goes to bench/results/generation.json.
+#   vnni: not measured yet (fp32 until a bench/results/generation.json from such a CPU says otherwise).
+CPU_DECODING_MEASURED: dict[str, str | None] = {"amx": "bfloat16", "vnni": None}
+
+
+def decoding_dtype(spec: str | torch.dtype | None = "auto", device: str | None = None,
+                   load_in_4bit: bool = False) -> torch.dtype | str:
+    """The dtype `load_model` decodes in: "int8" when asked for, or for `auto` on a CPU whose class
+    measured int8 fastest (`CPU_DECODING_MEASURED`, torchao installed, no 4-bit base); else
+    `resolve_dtype(spec)`.  Training never comes here: it takes `resolve_dtype`, which refuses int8."""
+    if wants_int8(spec):
+        return INT8
+    device = device or default_device()
+    if (spec is None or spec == "auto") and device == "cpu" and not load_in_4bit \
+            and CPU_DECODING_MEASURED.get(cpu_class()) == INT8 and int8_available():
+        return INT8
+    return resolve_dtype(spec, device)
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """"float32", "bfloat16", "int8": a dtype as results record it."""
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
 def trainer_precision(dtype: str | torch.dtype | None = "auto", device: str | None = None) -> dict:
@@ -270,7 +308,7 @@ def load_model(
     load_in_4bit: bool | None = None,
 ):
     """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype` (see
-    `resolve_dtype`; `int8` quantises the Linear layers for CPU decoding, the adapter merged first).
+    `decoding_dtype`; int8 quantises the Linear layers for CPU decoding, the adapter merged first).
 
     adapter: a PEFT adapter folder applied on top (kept separate, not merged, so its weights can
     still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes; None loads
@@ -278,9 +316,9 @@ def load_model(
     on the NF4 base it learned to correct and not on full-precision weights it never saw.
     """
     device = device or default_device()
-    if wants_int8(dtype):
-        return load_int8(name, adapter, device, load_in_4bit), load_tokenizer(name)
     load_in_4bit = trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit
+    if decoding_dtype(dtype, device, load_in_4bit) == INT8:
+        return load_int8(name, adapter, device, load_in_4bit), load_tokenizer(name)
     model = load_base(name, dtype, load_in_4bit, device=device)
     if not load_in_4bit:
         model.to(device)
@@ -290,7 +328,7 @@ def load_model(
     return model, load_tokenizer(name)
 
 
-def load_int8(name: str = EMBEDDED, adapter: str | None = None, device: str = "cpu", load_in_4bit: bool | None = None):
+def load_int8(name: str = EMBEDDED, adapter: str | None = None, device: str = "cpu", load_in_4bit: bool = False):
     """The model in fp32 with `adapter` (and the adapters under it) merged in, then quantised to
     int8 for CPU decoding (`cotlab.quantize`)."""
     from cotlab.quantize import quantize_int8
@@ -298,7 +336,8 @@ def load_int8(name: str = EMBEDDED, adapter: str | None = None, device: str = "c
     if device != "cpu":
         raise CotlabError(f"dtype int8 is for CPU decoding, not {device}: use auto or bfloat16")
     if load_in_4bit:
-        raise CotlabError("dtype int8 and load_in_4bit exclude each other: int8 quantises the fp32 weights itself")
+        raise CotlabError("dtype int8 and a 4-bit base (load_in_4bit, or an adapter trained on one) exclude each other: "
+                          "int8 quantises the fp32 weights itself")
     return quantize_int8(load_base(name, torch.float32, merge=adapter_chain(adapter), device=device))
 
 

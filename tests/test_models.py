@@ -192,3 +192,54 @@ def test_int8_is_for_cpu_decoding_only():
     with pytest.raises(CotlabError, match="exclude each other"):
         load_model("tiny-random", dtype="int8", load_in_4bit=True)
 
+
+def test_auto_decodes_in_int8_only_where_a_measurement_for_this_cpu_class_says_so(monkeypatch):
+    """`decoding_dtype("auto")` follows CPU_DECODING_MEASURED by the CPU's class (AMX, VNNI without
+    AMX, neither): today no class says int8, so auto is the float policy everywhere.  A measured
+    int8 entry turns it on for CPU decoding of that class only (torchao present, no 4-bit base);
+    an explicit dtype, and training (resolve_dtype, trainer_precision), never follow it."""
+    import torch
+
+    from cotlab import models
+
+    monkeypatch.setattr(models, "int8_available", lambda: True)
+    classes = {"amx": {"amx_bf16", "amx_int8", "amx_tile", "avx512_vnni", "avx512_bf16"}, "vnni": {"avx512_vnni"}, "": {"avx2"}}
+    for name, flags in classes.items():
+        monkeypatch.setattr(models, "cpu_flags", lambda flags=flags: flags)
+        assert models.cpu_class() == name
+        assert models.decoding_dtype("auto", "cpu") == models.resolve_dtype("auto", "cpu") != "int8"
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx_vnni"})
+    assert models.cpu_class() == "vnni" and models.decoding_dtype(None, "cpu") == torch.float32  # not measured: fp32
+    assert models.CPU_DECODING_MEASURED["amx"] == "bfloat16"  # measured: bf16 beat int8 (and fp32) there
+
+    monkeypatch.setitem(models.CPU_DECODING_MEASURED, "vnni", "int8")  # as a measurement on a VNNI CPU would say
+    assert models.decoding_dtype("auto", "cpu") == models.decoding_dtype(None, "cpu") == "int8"
+    assert models.decoding_dtype("float32", "cpu") == torch.float32
+    assert models.decoding_dtype("auto", "cpu", load_in_4bit=True) == torch.float32
+    assert models.decoding_dtype("auto", "cuda") != "int8"
+    assert models.resolve_dtype("auto", "cpu") == torch.float32 and models.trainer_precision("auto", "cpu")["bf16"] is False
+    with pytest.raises(CotlabError, match="int8 is for CPU decoding only"):
+        models.trainer_precision("int8", "cpu")
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"amx_bf16", "amx_int8", "avx512_vnni"})
+    assert models.decoding_dtype("auto", "cpu") != "int8"  # another class keeps its own entry
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512_vnni"})
+    monkeypatch.setattr(models, "int8_available", lambda: False)
+    assert models.decoding_dtype("auto", "cpu") == torch.float32  # without torchao: the float policy
+
+
+def test_auto_int8_is_what_an_evaluation_records(monkeypatch):
+    """Where the table says int8, load_model in auto quantises, and the evaluation's summary records
+    dtype int8 (as it records float32 or bfloat16)."""
+    pytest.importorskip("torchao")
+    from cotlab import models
+    from cotlab.data import Record
+    from cotlab.evaluate import evaluate
+    from cotlab.generate import SamplingConfig
+
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512_vnni"})
+    monkeypatch.setitem(models.CPU_DECODING_MEASURED, "vnni", "int8")
+    model, tokenizer = load_model("tiny-random", device="cpu")
+    assert models.weights_dtype(model) == "int8"
+    result = evaluate(model, tokenizer, [Record(id="q1", question="What is 1 + 2?", answer="3")], sampling=SamplingConfig(max_new_tokens=4),
+                      progress=False)
+    assert result.summary["dtype"] == "int8"
