@@ -56,3 +56,42 @@ def run_child(script: str, args: list[str]) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"bench child failed: {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (`uptime`): other work on the machine slows every configuration."""
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def matmul_peaks(hidden: int, intermediate: int, rows: int, seconds: float = 0.5) -> dict:
+    """This machine's matrix-product rate (G(FL)OP/s, best of 5 timed loops) on the model's own MLP
+    shape, [rows, hidden] x [hidden, intermediate]: fp32 (MKL), bf16 (oneDNN; AMX where present) where
+    the CPU has bf16, and int8 (`torch._int_mm`, int32 accumulation: VNNI/AMX-INT8), the kernel the
+    int8 path runs.  A bench's `peak_fraction` is its achieved rate over the peak of its precision."""
+    import time
+
+    import torch
+
+    from cotlab.models import cpu_supports_bf16
+
+    a, b = torch.randn(rows, hidden), torch.randn(hidden, intermediate)
+    kinds = {"float32": (a, b, torch.mm)}
+    if cpu_supports_bf16():
+        kinds["bfloat16"] = (a.bfloat16(), b.bfloat16(), torch.mm)
+    kinds["int8"] = (torch.randint(-127, 127, (rows, hidden), dtype=torch.int8),
+                     torch.randint(-127, 127, (hidden, intermediate), dtype=torch.int8), torch._int_mm)
+    peaks = {}
+    for name, (x, y, mm) in kinds.items():
+        for _ in range(3):
+            mm(x, y)
+        best = 0.0
+        for _ in range(5):
+            calls, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 5:
+                mm(x, y)
+                calls += 1
+            best = max(best, calls * 2 * rows * hidden * intermediate / (time.perf_counter() - start))
+        peaks[name] = round(best / 1e9, 1)
+    return {"shape": [rows, hidden, intermediate], "gflops": peaks}

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import bench_parser, forward, print_table, run_child, write_result  # noqa: E402
+from common import bench_parser, forward, load_average, matmul_peaks, print_table, run_child, write_result  # noqa: E402
 
 
 def child(args) -> dict:
@@ -59,7 +59,7 @@ def child(args) -> dict:
               "steps": trainer.state.global_step, "tokens": measured["train_tokens"],
               "seconds": measured["wall_seconds"], "tokens_per_second": measured["tokens_per_second"],
               "peak_memory_mb": round(measured["peak_memory_mb"]), "weights_memory_mb": measured["weights_memory_mb"],
-              "final_loss": round(losses[-1], 3), "trainable_parameters": trainable}
+              "final_loss": round(losses[-1], 3), "trainable_parameters": trainable, "total_parameters": total}
     if args.eval_n:
         trainer.model.eval()
         held_out = load_records(args.data, n=args.eval_n, split="test")
@@ -86,6 +86,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
+    load_before = load_average()
     common = forward(args, ["model", "data", "steps", "batch", "peak_tflops", "max_new_tokens", "dtype"])
     import torch
 
@@ -100,13 +101,25 @@ def main() -> None:
         speeds = [r["tokens_per_second"] for r in results]
         rows.append({**results[0], "tokens_per_second": round(statistics.median(speeds), 1),
                      "tokens_per_second_range": [min(speeds), max(speeds)], "runs": len(speeds)})
+    peaks = None
+    if not torch.cuda.is_available():  # CPU: the fraction of this machine's measured matrix-product peak (6 x parameters x tokens/s)
+        from transformers import AutoConfig
+
+        from cotlab.models import resolve_model
+
+        shape = AutoConfig.from_pretrained(resolve_model(args.model))
+        peaks = matmul_peaks(shape.hidden_size, shape.intermediate_size, args.batch * 128)
+        for row in rows:
+            peak = peaks["gflops"].get("bfloat16" if "bf16" in str(row["precision"]) else "float32")
+            row["peak_fraction"] = round(6 * row["total_parameters"] * row["tokens_per_second"] / 1e9 / peak, 3)
     for row in rows:
         row["speedup_vs_trl_default"] = round(row["tokens_per_second"] / rows[0]["tokens_per_second"], 2)
         row["memory_vs_trl_default"] = round(row["peak_memory_mb"] / rows[0]["peak_memory_mb"], 2)
     print_table(rows, ["config", "precision", "steps", "tokens", "seconds", "tokens_per_second", "tokens_per_second_range", "peak_memory_mb", "weights_memory_mb", "final_loss",
-                       "accuracy", "trainable_parameters", "speedup_vs_trl_default", "memory_vs_trl_default", "mfu"])
+                       "accuracy", "trainable_parameters", "speedup_vs_trl_default", "memory_vs_trl_default", "mfu", "peak_fraction"])
     path = write_result("sft", {"model": args.model, "steps": args.steps, "batch": args.batch, "eval_n": args.eval_n, "repeats": args.repeats,
-                                "ratio_vs_trl_default": rows[1]["speedup_vs_trl_default"], "rows": rows}, args.out)
+                                "ratio_vs_trl_default": rows[1]["speedup_vs_trl_default"], "matmul_peaks": peaks,
+                                "load_average": {"before": load_before, "after": load_average()}, "rows": rows}, args.out)
     print(f"wrote {path}")
 
 

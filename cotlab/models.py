@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from cotlab import CotlabError
+from cotlab.quantize import INT8, int8_available
 
 EMBEDDED = "embedded"
 TINY_RANDOM = "tiny-random"
@@ -76,7 +77,10 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 def weights_dtype(model) -> str:
     """The dtype a model computes in, as run.json and summaries record it ("float32", "bfloat16";
-    "nf4+bfloat16" for a 4-bit QLoRA base, whose linear weights are NF4 and compute in bf16)."""
+    "nf4+bfloat16" for a 4-bit QLoRA base, whose linear weights are NF4 and compute in bf16;
+    "int8" for a model quantised for CPU decoding by `cotlab.quantize`)."""
+    if getattr(model, "cotlab_quantized", None) == INT8:
+        return "int8"  # int8 Linear layers (weights and, per token, activations), fp32 elsewhere
     dtype = str(getattr(model, "dtype", None) or next(model.parameters()).dtype).removeprefix("torch.")
     return f"nf4+{dtype}" if getattr(model, "is_loaded_in_4bit", False) else dtype
 
@@ -88,11 +92,57 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto", device: str | None = 
         return default_dtype(device)
     dtype = spec if isinstance(spec, torch.dtype) else DTYPES.get(str(spec).lower())
     if dtype not in (torch.float32, torch.bfloat16):
-        raise CotlabError(f"unknown dtype {spec!r}: use auto, float32 or bfloat16")
+        hint = " (int8 is for CPU decoding only: load_model(..., dtype='int8'))" if wants_int8(spec) else ""
+        raise CotlabError(f"unknown dtype {spec!r}: use auto, float32 or bfloat16{hint}")
     device = device or default_device()
     if dtype == torch.bfloat16 and device == "cpu" and not cpu_supports_bf16():
         raise CotlabError("bfloat16 needs a CPU with AVX-512 BF16 or AMX (this one has neither): use float32")
     return dtype
+
+
+def wants_int8(spec) -> bool:
+    """Whether a dtype spec names int8 decoding (`cotlab.quantize`) itself.  `auto` may also decode
+    in int8, where `decoding_dtype`'s measured table says so for this CPU."""
+    return isinstance(spec, str) and spec.lower() == INT8
+
+
+def cpu_class() -> str:
+    """The CPU feature that decides the decoding dtype: "amx" (AMX tiles: bf16 and int8 matrix
+    units), "vnni" (AVX-512 VNNI or AVX-VNNI int8 dot products, no AMX), or "" (neither)."""
+    flags = cpu_flags()
+    if {"amx_bf16", "amx_int8"} & flags:
+        return "amx"
+    return "vnni" if {"avx512_vnni", "avx_vnni"} & flags else ""
+
+
+# What `dtype: auto` decodes in on a CPU, by `cpu_class`, from bench/generation.py's rows and
+# matrix-product peaks (--fp32 --bf16 --int8; `matmul_peaks` in bench/common.py).  Only an "int8"
+# entry makes auto decode in int8; any other entry, or none, leaves the choice to `default_dtype`
+# (bf16 with AMX, fp32 elsewhere), which these measurements agree with.
+#   amx:  bfloat16.  The 2-core AMX Xeon (branch i26-int8, a loaded machine) peaked at about
+#         1100 GFLOP/s in bf16, 313 GOP/s through torchao's int8 Linear and 270 GFLOP/s in fp32 on
+#         the model's MLP shape; the quiet re-run goes to bench/results/generation.json.
+#   vnni: not measured yet (fp32 until a bench/results/generation.json from such a CPU says otherwise).
+CPU_DECODING_MEASURED: dict[str, str | None] = {"amx": "bfloat16", "vnni": None}
+
+
+def decoding_dtype(spec: str | torch.dtype | None = "auto", device: str | None = None,
+                   load_in_4bit: bool = False) -> torch.dtype | str:
+    """The dtype `load_model` decodes in: "int8" when asked for, or for `auto` on a CPU whose class
+    measured int8 fastest (`CPU_DECODING_MEASURED`, torchao installed, no 4-bit base); else
+    `resolve_dtype(spec)`.  Training never comes here: it takes `resolve_dtype`, which refuses int8."""
+    if wants_int8(spec):
+        return INT8
+    device = device or default_device()
+    if (spec is None or spec == "auto") and device == "cpu" and not load_in_4bit \
+            and CPU_DECODING_MEASURED.get(cpu_class()) == INT8 and int8_available():
+        return INT8
+    return resolve_dtype(spec, device)
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """"float32", "bfloat16", "int8": a dtype as results record it."""
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
 def trainer_precision(dtype: str | torch.dtype | None = "auto", device: str | None = None) -> dict:
@@ -257,7 +307,8 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     load_in_4bit: bool | None = None,
 ):
-    """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype` (see `resolve_dtype`).
+    """Load (model, tokenizer) ready for generation: eval mode, on `device`, in `dtype` (see
+    `decoding_dtype`; int8 quantises the Linear layers for CPU decoding, the adapter merged first).
 
     adapter: a PEFT adapter folder applied on top (kept separate, not merged, so its weights can
     still be inspected).  load_in_4bit: QLoRA-style NF4 quantisation via bitsandbytes; None loads
@@ -266,6 +317,8 @@ def load_model(
     """
     device = device or default_device()
     load_in_4bit = trained_in_4bit(adapter) if load_in_4bit is None else load_in_4bit
+    if decoding_dtype(dtype, device, load_in_4bit) == INT8:
+        return load_int8(name, adapter, device, load_in_4bit), load_tokenizer(name)
     model = load_base(name, dtype, load_in_4bit, device=device)
     if not load_in_4bit:
         model.to(device)
@@ -273,6 +326,19 @@ def load_model(
         model = apply_adapter(model, adapter)
     model.eval()
     return model, load_tokenizer(name)
+
+
+def load_int8(name: str = EMBEDDED, adapter: str | None = None, device: str = "cpu", load_in_4bit: bool = False):
+    """The model in fp32 with `adapter` (and the adapters under it) merged in, then quantised to
+    int8 for CPU decoding (`cotlab.quantize`)."""
+    from cotlab.quantize import quantize_int8
+
+    if device != "cpu":
+        raise CotlabError(f"dtype int8 is for CPU decoding, not {device}: use auto or bfloat16")
+    if load_in_4bit:
+        raise CotlabError("dtype int8 and a 4-bit base (load_in_4bit, or an adapter trained on one) exclude each other: "
+                          "int8 quantises the fp32 weights itself")
+    return quantize_int8(load_base(name, torch.float32, merge=adapter_chain(adapter), device=device))
 
 
 def trained_in_4bit(adapter: str | Path | None) -> bool:

@@ -208,7 +208,7 @@ def environment_info() -> dict:
     import importlib.metadata as md
 
     versions = {}
-    for package in ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "reasoning-gym", "vllm"):
+    for package in ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "reasoning-gym", "vllm", "torchao"):
         try:
             versions[package] = md.version(package)
         except md.PackageNotFoundError:
@@ -217,10 +217,11 @@ def environment_info() -> dict:
     try:
         import torch
 
-        from cotlab.models import resolve_dtype
+        from cotlab.models import decoding_dtype, dtype_name, resolve_dtype
 
         info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
-        info["dtype_auto"] = str(resolve_dtype("auto")).removeprefix("torch.")  # what `dtype: auto` picks on this machine
+        info["dtype_auto"] = dtype_name(resolve_dtype("auto"))  # what `dtype: auto` picks on this machine (training)
+        info["decoding_dtype_auto"] = dtype_name(decoding_dtype("auto"))  # and for decoding (int8 where measured faster)
     except ImportError:
         pass
     return info

@@ -71,13 +71,16 @@ ELSEWHERE = {
     "sbatch scripts/cotlab.sbatch": "tests/test_packaging.py::test_the_sbatch_job_runs_and_a_requeue_resumes",
     "cotlab distill --data path/to/gsm8k.jsonl --teacher MODEL --teacher-url http://127.0.0.1:8000/v1 --out data/g":
         "tests/test_distill.py::test_http_teacher_against_a_real_server",
-    "cotlab run --profile cpu --only 02 --sweep lora_r=4,16 --sweep learning_rate=1e-3,3e-4":
+    "cotlab run --profile cpu --only 02 --sweep sft.lora_r=4,16 --sweep sft.learning_rate=1e-3,3e-4":
         "tests/test_report.py::test_a_seed_sweep_scores_every_run_on_the_same_questions",
     "cotlab export runs/<time>-cpu --stage grpo --merge out/grpo":
         "tests/test_export.py::test_export_merges_the_chain_into_a_model_plain_transformers_loads",
     "cotlab export runs/cotlab-gpu-123456 --stage grpo --merge models/grpo":
         "tests/test_export.py::test_export_merges_the_chain_into_a_model_plain_transformers_loads",
     "python bench/sft.py --model Qwen/Qwen2.5-0.5B-Instruct --steps 50 --batch 16 --qlora": "tests/test_bench.py::test_sft_bench",
+    "python bench/generation.py --fp32 --bf16 --int8 --llama-cpp --out bench/results/generation.json":
+        "tests/test_bench.py::test_generation_bench_int8_row_and_llama_cpp_skipped_without_llama_cpp_python",
+    "python bench/int8_accuracy.py --out bench/results/int8_accuracy.json": "tests/test_bench.py::test_int8_accuracy_bench",
 }
 
 # A synopsis line stands for the forms RUN gives.

@@ -121,3 +121,125 @@ def test_an_adapter_chain_is_checked_by_content_and_survives_a_moved_run(tmp_pat
     again = train_sft(SFTRecipe(output_dir=str(root / "03_dpo" / "train"), adapter=str(base), **common), rows)
     assert "reused" not in again and (root / "03_dpo" / "train.earlier-1").is_dir()
     assert type(load_model("tiny-random", adapter=top)[0]).__name__ == "PeftModelForCausalLM"
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32():
+    """The tiny model in fp32 (the `tiny` fixture is in `auto`: bf16 on an AMX CPU)."""
+    return load_model("tiny-random", dtype="float32")
+
+
+def _prompts(tokenizer):
+    from cotlab.prompts import build_messages, render_prompt
+
+    return [render_prompt(tokenizer, build_messages(f"What is {a} + {b}?", "think")) for a, b in [(1, 2), (13, 8), (40, 2), (7, 7)]]
+
+
+def test_int8_decoding_generates_and_mostly_agrees_with_fp32(tiny_fp32):
+    """dtype int8 is accepted by load_model, quantises every Linear layer, generates, and picks
+    fp32's next token on nearly every position of fp32's own greedy completions (teacher-forced,
+    so one early difference does not count against every later token)."""
+    pytest.importorskip("torchao")
+    import torch
+
+    from cotlab.generate import SamplingConfig, generate
+    from cotlab.models import weights_dtype
+    from cotlab.quantize import is_int8
+
+    fp32, tokenizer = tiny_fp32
+    int8, _ = load_model("tiny-random", dtype="int8")
+    assert is_int8(int8) and weights_dtype(int8) == "int8" and not is_int8(fp32)
+    assert type(int8.model.layers[0].mlp.down_proj.weight).__name__ == "Int8Tensor"
+    prompts = _prompts(tokenizer)
+    sampling = SamplingConfig(max_new_tokens=12, batch_size=4)
+    reference = [c[0].text for c in generate(fp32, tokenizer, prompts, sampling, progress=False)]
+    assert all(c[0].tokens > 0 for c in generate(int8, tokenizer, prompts, sampling, progress=False))
+    tokenizer.padding_side = "right"
+    batch = tokenizer([p + c for p, c in zip(prompts, reference)], return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        same = fp32(**batch).logits.argmax(-1) == int8(**batch).logits.argmax(-1)
+    assert same[batch["attention_mask"].bool()].float().mean() >= 0.9
+
+
+def test_int8_merges_the_adapter_before_quantising(tiny_fp32, tmp_path):
+    """An adapter loaded with dtype int8 is folded into the weights: a plain (not PEFT) model with
+    no LoRA layers left, whose logits follow base + adapter, not the base alone."""
+    pytest.importorskip("torchao")
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from cotlab.models import load_base
+
+    torch.manual_seed(0)
+    lora = get_peft_model(load_base("tiny-random", "float32"), LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False))
+    lora.save_pretrained(tmp_path)
+    int8, tokenizer = load_model("tiny-random", adapter=str(tmp_path), dtype="int8")
+    assert "Peft" not in type(int8).__name__ and not any("lora" in name for name, _ in int8.named_modules())
+    adapted, _ = load_model("tiny-random", adapter=str(tmp_path), dtype="float32")
+    batch = tokenizer(_prompts(tokenizer), return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        got, want, base = (m(**batch).logits for m in (int8, adapted, tiny_fp32[0]))
+    assert (got - want).abs().mean() < 0.2 * (base - want).abs().mean()
+
+
+def test_int8_is_for_cpu_decoding_only():
+    from cotlab.models import resolve_dtype
+
+    with pytest.raises(CotlabError, match="int8 is for CPU decoding only"):
+        resolve_dtype("int8")  # training and the trainers' precision never take it
+    with pytest.raises(CotlabError, match="for CPU decoding"):
+        load_model("tiny-random", dtype="int8", device="cuda")
+    with pytest.raises(CotlabError, match="exclude each other"):
+        load_model("tiny-random", dtype="int8", load_in_4bit=True)
+
+
+def test_auto_decodes_in_int8_only_where_a_measurement_for_this_cpu_class_says_so(monkeypatch):
+    """`decoding_dtype("auto")` follows CPU_DECODING_MEASURED by the CPU's class (AMX, VNNI without
+    AMX, neither): today no class says int8, so auto is the float policy everywhere.  A measured
+    int8 entry turns it on for CPU decoding of that class only (torchao present, no 4-bit base);
+    an explicit dtype, and training (resolve_dtype, trainer_precision), never follow it."""
+    import torch
+
+    from cotlab import models
+
+    monkeypatch.setattr(models, "int8_available", lambda: True)
+    classes = {"amx": {"amx_bf16", "amx_int8", "amx_tile", "avx512_vnni", "avx512_bf16"}, "vnni": {"avx512_vnni"}, "": {"avx2"}}
+    for name, flags in classes.items():
+        monkeypatch.setattr(models, "cpu_flags", lambda flags=flags: flags)
+        assert models.cpu_class() == name
+        assert models.decoding_dtype("auto", "cpu") == models.resolve_dtype("auto", "cpu") != "int8"
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx_vnni"})
+    assert models.cpu_class() == "vnni" and models.decoding_dtype(None, "cpu") == torch.float32  # not measured: fp32
+    assert models.CPU_DECODING_MEASURED["amx"] == "bfloat16"  # measured: bf16 beat int8 (and fp32) there
+
+    monkeypatch.setitem(models.CPU_DECODING_MEASURED, "vnni", "int8")  # as a measurement on a VNNI CPU would say
+    assert models.decoding_dtype("auto", "cpu") == models.decoding_dtype(None, "cpu") == "int8"
+    assert models.decoding_dtype("float32", "cpu") == torch.float32
+    assert models.decoding_dtype("auto", "cpu", load_in_4bit=True) == torch.float32
+    assert models.decoding_dtype("auto", "cuda") != "int8"
+    assert models.resolve_dtype("auto", "cpu") == torch.float32 and models.trainer_precision("auto", "cpu")["bf16"] is False
+    with pytest.raises(CotlabError, match="int8 is for CPU decoding only"):
+        models.trainer_precision("int8", "cpu")
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"amx_bf16", "amx_int8", "avx512_vnni"})
+    assert models.decoding_dtype("auto", "cpu") != "int8"  # another class keeps its own entry
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512_vnni"})
+    monkeypatch.setattr(models, "int8_available", lambda: False)
+    assert models.decoding_dtype("auto", "cpu") == torch.float32  # without torchao: the float policy
+
+
+def test_auto_int8_is_what_an_evaluation_records(monkeypatch):
+    """Where the table says int8, load_model in auto quantises, and the evaluation's summary records
+    dtype int8 (as it records float32 or bfloat16)."""
+    pytest.importorskip("torchao")
+    from cotlab import models
+    from cotlab.data import Record
+    from cotlab.evaluate import evaluate
+    from cotlab.generate import SamplingConfig
+
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512_vnni"})
+    monkeypatch.setitem(models.CPU_DECODING_MEASURED, "vnni", "int8")
+    model, tokenizer = load_model("tiny-random", device="cpu")
+    assert models.weights_dtype(model) == "int8"
+    result = evaluate(model, tokenizer, [Record(id="q1", question="What is 1 + 2?", answer="3")], sampling=SamplingConfig(max_new_tokens=4),
+                      progress=False)
+    assert result.summary["dtype"] == "int8"

@@ -86,6 +86,22 @@ def test_gpu_extra_goes_through_trls_own_extras():
     assert "ipywidgets" in pyproject()["project"]["optional-dependencies"]["notebook"]
 
 
+def test_torchao_comes_with_dev_only_and_llama_cpp_python_stays_opt_in():
+    """The int8 tests need torchao, so --dev (make test, CI) installs it; the plain set-up (make run)
+    decodes in int8 nowhere yet and installs neither it nor llama-cpp-python (which compiles)."""
+    pytest.importorskip("torchao")
+    import importlib.metadata as md
+
+    extras = {name: pinned(requirements) for name, requirements in pyproject()["project"]["optional-dependencies"].items()}
+    assert extras["dev"]["torchao"] == extras["int8"]["torchao"] == md.version("torchao")
+    assert "llama-cpp-python" in extras["bench"] and all("llama-cpp-python" not in extras[name] for name in ("dev", "notebook", "gpu"))
+    assert not any(Requirement(r).name in ("torchao", "llama-cpp-python") for r in pyproject()["project"]["dependencies"])
+    # torchao declares no dependencies: --dev's pip never swaps a CPU torch for PyPI's CUDA build
+    assert not [r for r in md.requires("torchao") or [] if "extra ==" not in r]
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert re.findall(r"^\s*(?:if .*then )?extras=\S*", setup, re.M) and not re.search(r"extras=\S*(int8|bench)", setup)
+
+
 def setup_stamp(tmp_path, **env):
     """The stamp set-up would write, with `nvidia-smi` present (listing a GPU) or absent."""
     bin_dir = tmp_path / "bin"

@@ -253,10 +253,12 @@ def test_a_notebook_run_by_hand_twice_leaves_notebooks_untouched_and_trains_afre
 
 
 def test_environment_records_what_dtype_auto_picks_here():
-    from cotlab.models import resolve_dtype
+    from cotlab.models import decoding_dtype, dtype_name, resolve_dtype
     from cotlab.runs import environment_info
 
-    assert environment_info()["dtype_auto"] == str(resolve_dtype("auto")).removeprefix("torch.")
+    info = environment_info()
+    assert info["dtype_auto"] == dtype_name(resolve_dtype("auto"))
+    assert info["decoding_dtype_auto"] == dtype_name(decoding_dtype("auto"))  # int8 only where measured faster
 
 
 def test_compare_evaluations_finds_a_changed_completion(tmp_path):
