@@ -187,7 +187,8 @@ def test_lesson_01_sentences_change_with_the_result():
     assert "not measured here" in mixed and "not measured here" in none_short
     assert filter_sentence("gold", {"rows": 3, "removed": {}}) == "gold: all 3 candidate chains passed every filter and were kept."
     kept_all = sampling_sentence("m", {0.5: 0.5}, {0.5: 0.25}, 2, {})
-    assert kept_all.endswith("2 chains kept; of all samples drawn, the filters removed none.")
+    assert kept_all.endswith("2 chains kept by rejection sampling; of all samples drawn (rejection sampling and STaR), "
+                             "the filters removed none.")
     assert sampling_sentence("m", {0.5: 0.5}, {0.5: 0.25}, 2, {"wrong answer": 5}).endswith("removed 5 (5 wrong answer).")
     assert "computes it" in star_sentence(1, 2) and "computes it" in star_sentence(0, 2)
     assert batching_sentence({"batched": 30.0, "one at a time": 10.0}, 8).startswith("Batched sampling ran 3.0x faster")

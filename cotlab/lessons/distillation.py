@@ -32,7 +32,8 @@ def sampling_sentence(model: str, correct_rate: dict, acceptance: dict, kept: in
     and how many samples each filter removed (`cotlab.distill.removal_counts`)."""
     rates = ", ".join(f"at T={t} {correct_rate[t]:.1%} of samples answered right and {acceptance[t]:.1%} were accepted"
                       for t in acceptance)
-    return f"Self-distillation from {model}: {rates}; {kept} chains kept; of all samples drawn, the filters removed {removed_phrase(removed)}."
+    return (f"Self-distillation from {model}: {rates}; {kept} chains kept by rejection sampling; of all samples drawn "
+            f"(rejection sampling and STaR), the filters removed {removed_phrase(removed)}.")
 
 
 def star_sentence(rescued: int, attempted: int) -> str:
