@@ -337,7 +337,7 @@ def over_seeds_verdict(comparison: dict, alpha: float = 0.05) -> str:
     a, b, n, seeds = comparison["a"], comparison["b"], comparison["n"], comparison["n_seeds"]
     spread = comparison["across_seeds"]
     mean = 100 * spread["mean"]
-    detectable = mde_phrase(mde_paired(n, (comparison["wins"] + comparison["losses"]) / n), n, "per-question sign test")
+    detectable = paired_mde_phrase(comparison, alpha, "per-question sign test")
     per_question = (f"per question, {a} right on more seeds than {b} on {comparison['wins']} and on fewer on "
                     f"{comparison['losses']} of {n} (exact sign test {_p_text(comparison['p_value'])}; {detectable})")
     if seeds < 2 or spread["interval"] is None:

@@ -18,8 +18,8 @@ import re
 from cotlab import CotlabError
 from cotlab.chains import arithmetic_steps, replace_spans, to_fraction
 from cotlab.prompts import chain_prompts, forced_answer_prompts
-from cotlab.stats import (accuracy_phrase, compare_paired, difference_verdict, mde_paired, mde_phrase, mde_two_proportions,
-                          paired_verdict)
+from cotlab.stats import (accuracy_phrase, compare_paired, difference_verdict, mde_phrase, mde_two_proportions,
+                          verdict_with_mde)
 
 
 def accuracy_by_length(rows: list[dict], n_bins: int = 4) -> list[dict]:
@@ -267,12 +267,9 @@ def chain_effect_verdict(label: str, curve: list[dict], control: dict, alpha: fl
     none, full = curve[0], curve[-1]
     comparison = compare_paired(_indexed(full["correct"]), _indexed(none["correct"]),
                                 a=f"chain cut to {full['fraction']:.0%}", b=f"chain cut to {none['fraction']:.0%}")
-    n = none["n"]
-    mde = mde_paired(n, (comparison["wins"] + comparison["losses"]) / n, alpha)
-    evidence = (f"answer read out with {none['fraction']:.0%} of the chain {accuracy_phrase(sum(none['correct']), n)}, "
+    evidence = (f"answer read out with {none['fraction']:.0%} of the chain {accuracy_phrase(sum(none['correct']), none['n'])}, "
                 f"with {full['fraction']:.0%} {accuracy_phrase(sum(full['correct']), full['n'])}; "
-                f"{paired_verdict(comparison, alpha)}; "
-                f"{mde_phrase(mde, n, 'paired, exact McNemar')}; {control_phrase(control)}")
+                f"{verdict_with_mde(comparison, alpha)}; {control_phrase(control)}")
     if comparison["p_value"] < alpha and comparison["wins"] > comparison["losses"]:
         return f"{label}: the chain carries the answer ({evidence})"
     if comparison["p_value"] < alpha:
