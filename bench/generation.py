@@ -1,18 +1,28 @@
 """cotlab's generation vs what a user would write: `model.generate` on one left-padded fp32 batch.
 
     python bench/generation.py [--model embedded] [--n 64] [--max-new-tokens 64] [--repeats 3]
-                               [--fp32] [--bf16] [--int8] [--llama-cpp] [--backend hf|vllm|both] [--out FILE]
+                               [--fp32] [--bf16] [--int8] [--torchao] [--llama-cpp] [--fixed-length]
+                               [--backend hf|vllm|both] [--out FILE]
 
 Greedy decoding on the same questions.  "plain batched" left-pads all n prompts into one batch
 and calls `model.generate`; "cotlab" is `cotlab.generate.generate` (shared prompt prefix,
 finished rows leave, free slots refill) in the dtype the decoding policy picks
 (`cotlab.models.decoding_dtype`); --fp32, --bf16 and --int8 add cotlab in those (int8:
-`cotlab.quantize`, CPU only); --llama-cpp adds llama.cpp (llama-cpp-python, the `bench` extra) on
+`cotlab.quantize`, CPU only); --torchao adds the same W8A8 scheme through torchao's
+`Int8DynamicActivationInt8WeightConfig` (the library cotlab.quantize measured itself against;
+torchao comes with --dev); --llama-cpp adds llama.cpp (llama-cpp-python, the `bench` extra) on
 the embedded model's own GGUF file, the same prompt tokens, greedy, all sequences decoding in one
 batch (without llama-cpp-python the row is skipped with a one-line note).  --backend both adds a
 "vllm" row (`cotlab.generate.vllm_generate`, a GPU with vLLM installed; the engine's start-up is
 not timed), --backend vllm has it in place of cotlab's rows.  Configurations alternate,
 `--repeats` times each, and each row reports the median and range of tokens/s.
+
+Tokens/s on natural completions depends on where each row's completions stop (a model that stops
+early keeps fewer rows in flight), so a lower-precision row can look slower or faster for reasons
+that are not its arithmetic.  --fixed-length also times every row decoding exactly
+--max-new-tokens tokens per question (stop tokens ignored; HF's `min_new_tokens` for plain
+batched), the like-for-like measure of the decoder, as `fixed_length_tokens_per_second` and
+`fixed_length_ratio_vs_plain_batched`; agreement is always measured on natural completions.
 `greedy_agreement` is the share of questions whose extracted final answer is the same as plain
 batched fp32's; `token_agreement` the share of positions along plain fp32's completions where the
 row's model picks the same next token (teacher-forced: one early difference does not count as
@@ -25,6 +35,8 @@ are not counted.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import sys
 import time
@@ -43,10 +55,12 @@ def plain_batched(model, tokenizer, prompts: list[str], max_new_tokens: int) -> 
     tokenizer.padding_side = "left"
     inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     stop_ids = _stop_ids(tokenizer, model)
+    # No stop ids: `stops_ignored` is on, so every row decodes max_new_tokens (HF suppresses its EOS).
+    stopping = {"eos_token_id": stop_ids} if stop_ids else {"min_new_tokens": max_new_tokens}
     start = time.perf_counter()
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=stop_ids)
+                                **stopping)
     seconds = time.perf_counter() - start
     texts, tokens = [], 0
     for ids in output[:, inputs["input_ids"].shape[1] :].tolist():
@@ -54,6 +68,32 @@ def plain_batched(model, tokenizer, prompts: list[str], max_new_tokens: int) -> 
         texts.append(tokenizer.decode(ids[:length], skip_special_tokens=True).strip())
         tokens += length
     return texts, tokens, seconds
+
+
+@contextlib.contextmanager
+def stops_ignored():
+    """Every row below decodes until max_new_tokens: cotlab's stop-token lookup, which all rows
+    call, answers with none."""
+    import cotlab.generate
+
+    real = cotlab.generate._stop_ids
+    cotlab.generate._stop_ids = lambda tokenizer, model: []
+    try:
+        yield
+    finally:
+        cotlab.generate._stop_ids = real
+
+
+def torchao_int8(model_name: str):
+    """The model with torchao's W8A8 dynamic int8 Linear layers (the --torchao row)."""
+    import torch
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    from cotlab.models import load_model
+
+    model = load_model(model_name, dtype="float32")[0]
+    quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda module, name: isinstance(module, torch.nn.Linear))
+    return model
 
 
 def cotlab_generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list[str], int, float]:
@@ -77,7 +117,7 @@ def vllm_row_generate(model_path: str, tokenizer, prompts: list[str], max_new_to
 
 class LlamaCppPeer:
     """Greedy decoding with llama.cpp's low-level batch API (llama-cpp-python's high-level `Llama`
-    decodes one prompt at a time): each prompt is its own sequence in one unified KV cache, the
+    decodes one prompt at a time): each prompt is its own sequence with its own KV stream, the
     prompts are prefilled together in batches of up to `n_batch` tokens, then every live sequence
     decodes one token per `llama_decode` call, as llama.cpp's `batched` example does."""
 
@@ -97,9 +137,14 @@ class LlamaCppPeer:
         self.model = L.llama_model_load_from_file(path.encode(), model_params)
         params = L.llama_context_default_params()
         self.n_batch = max(512, max(len(ids) for ids in encoded))
-        params.n_ctx = sum(len(ids) + max_new_tokens for ids in encoded) + 256
+        # One KV stream per sequence (kv_unified off), as llama.h advises for many sequences that do
+        # not share a large prefix: each step's attention then reads only its own sequence's cells.
+        # With one unified cache every token attended over all 64 sequences' cells, masked: fixed-
+        # length decoding ran at 82 tokens/s against 142 with separate streams (64 questions, 2 cores).
+        # n_ctx is split evenly between the streams, so each gets room for the longest prompt.
+        params.n_ctx = len(encoded) * (max(len(ids) for ids in encoded) + max_new_tokens + 16)
         params.n_batch, params.n_ubatch = self.n_batch, 512
-        params.n_seq_max, params.kv_unified = len(encoded), True
+        params.n_seq_max, params.kv_unified = len(encoded), False
         params.n_threads = params.n_threads_batch = threads
         self.ctx = L.llama_init_from_model(self.model, params)
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
@@ -168,9 +213,9 @@ def llama_cpp_runner(model_name: str, tokenizer, prompts: list[str], max_new_tok
     peer = LlamaCppPeer(str(_gguf_dir() / GGUF_FILE), encoded, max_new_tokens, torch.get_num_threads())
 
     def run(model, tokenizer, prompts, max_new_tokens):
-        from cotlab.generate import _stop_ids
+        import cotlab.generate
 
-        stop_ids = _stop_ids(tokenizer, model)
+        stop_ids = cotlab.generate._stop_ids(tokenizer, model)  # looked up now: stops_ignored may be on
         start = time.perf_counter()
         generated = peer.generate(encoded, max_new_tokens, stop_ids)
         seconds = time.perf_counter() - start
@@ -211,7 +256,10 @@ def main() -> None:
     parser.add_argument("--backend", choices=["hf", "vllm", "both"], default="hf",
                         help="hf: cotlab's decoder; vllm: a vLLM row instead; both: a vLLM row beside cotlab's (vLLM needs a GPU)")
     parser.add_argument("--int8", action="store_true", help="also run cotlab's path with int8 Linear layers (CPU; torchao)")
+    parser.add_argument("--torchao", action="store_true", help="also run torchao's W8A8 int8 Linear layers (CPU; torchao)")
     parser.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp on the embedded GGUF (llama-cpp-python)")
+    parser.add_argument("--fixed-length", action="store_true",
+                        help="also time every row decoding exactly --max-new-tokens per question (stop tokens ignored)")
     args = parser.parse_args()
     from cotlab import CotlabError
     from cotlab.generate import choose_backend
@@ -226,7 +274,7 @@ def main() -> None:
 
     from cotlab.data import load_records
     from cotlab.generate import vllm_dtype, vllm_model
-    from cotlab.models import count_parameters, decoding_dtype, dtype_name, load_model
+    from cotlab.models import count_parameters, cpu_class, decoding_dtype, dtype_name, load_model
     from cotlab.prompts import build_messages, render_prompt
     from cotlab.verify import extract_answer
 
@@ -238,6 +286,8 @@ def main() -> None:
     for flag, dtype in ((args.fp32, "float32"), (args.bf16, "bfloat16"), (args.int8, "int8")):
         if flag and dtype_name(auto) != dtype:
             configs.append(("cotlab", dtype, fp32 if dtype == "float32" else load_model(args.model, dtype=dtype)[0], cotlab_generate))
+    if args.torchao:
+        configs.append(("torchao", "int8", torchao_int8(args.model), cotlab_generate))
     if args.backend != "hf":
         configs = configs[:1] if args.backend == "vllm" else configs
         configs.append(("vllm", vllm_dtype(), vllm_model(args.model)[0], vllm_row_generate))
@@ -251,17 +301,30 @@ def main() -> None:
     peaks = matmul_peaks(config.hidden_size, config.intermediate_size, len(prompts)) if fp32.device.type == "cpu" else None
     parameters = count_parameters(fp32)["total"]
     speeds: list[list[float]] = [[] for _ in configs]
+    fixed_speeds: list[list[float]] = [[] for _ in configs]
     texts, tokens = [None] * len(configs), [0] * len(configs)
     for _ in range(args.repeats):
         for i, (_, _, model, run) in enumerate(configs):
             completions, tokens[i], seconds = run(model, tokenizer, prompts, args.max_new_tokens)
             texts[i] = texts[i] or completions
             speeds[i].append(tokens[i] / seconds)
+            if args.fixed_length:
+                with stops_ignored():
+                    _, count, seconds = run(model, tokenizer, prompts, args.max_new_tokens)
+                if count != len(prompts) * args.max_new_tokens:
+                    raise SystemExit(f"bench/generation.py: --fixed-length: {configs[i][0]} decoded {count} tokens, "
+                                     f"not {len(prompts)} x {args.max_new_tokens}")
+                fixed_speeds[i].append(count / seconds)
     answers = [[extract_answer(t) for t in completions] for completions in texts]
     rows = []
-    for (label, dtype, model, _), speed, answer, count in zip(configs, speeds, answers, tokens):
+    for (label, dtype, model, _), speed, fixed, answer, count in zip(configs, speeds, fixed_speeds, answers, tokens):
         rate = statistics.median(speed)
         peak = peaks["gflops"].get("int8" if dtype == "q4_1" else dtype) if peaks else None
+        fixed = {"fixed_length_tokens_per_second": round(statistics.median(fixed), 1),
+                 "fixed_length_tokens_per_second_range": [round(min(fixed), 1), round(max(fixed), 1)],
+                 "fixed_length_ratio_vs_plain_batched": round(statistics.median(fixed) / statistics.median(fixed_speeds[0]), 2),
+                 "fixed_length_peak_fraction": round(2 * parameters * statistics.median(fixed) / 1e9 / peak, 3) if peak else None,
+                 } if fixed else {}
         rows.append({"config": label, "dtype": dtype, "sequences": len(prompts), "tokens": count,
                      "tokens_per_second": round(rate, 1),
                      "tokens_per_second_range": [round(min(speed), 1), round(max(speed), 1)],
@@ -270,18 +333,26 @@ def main() -> None:
                      "token_agreement": None if label in ("llama.cpp", "vllm") else
                      round(token_agreement(model, fp32, tokenizer, prompts, texts[0]), 3),
                      "achieved_gflops": round(2 * parameters * rate / 1e9, 1),
-                     "peak_fraction": round(2 * parameters * rate / 1e9 / peak, 3) if peak else None})
+                     "peak_fraction": round(2 * parameters * rate / 1e9 / peak, 3) if peak else None, **fixed})
     print_table(rows, ["config", "dtype", "tokens", "tokens_per_second", "tokens_per_second_range", "ratio_vs_plain_batched",
-                       "greedy_agreement", "token_agreement", "peak_fraction"])
+                       "greedy_agreement", "token_agreement", "peak_fraction"]
+                + ["fixed_length_tokens_per_second", "fixed_length_ratio_vs_plain_batched"] * args.fixed_length)
     if peaks:
         print(f"matmul peaks, G(FL)OP/s on {peaks['shape']}: {peaks['gflops']}")
-    best = max((row for row in rows if row["config"] == "cotlab"), key=lambda row: row["tokens_per_second"], default=None)
+    speed = "fixed_length_tokens_per_second" if args.fixed_length else "tokens_per_second"  # the like-for-like measure when there
+    best = max((row for row in rows if row["config"] == "cotlab"), key=lambda row: row[speed], default=None)
     peer = next((row for row in rows if row["config"] == "llama.cpp"), None)
     result = {"model": args.model, "n": args.n, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
               "ratio_vs_plain_batched": rows[1]["ratio_vs_plain_batched"], "greedy_agreement": rows[1]["greedy_agreement"],
               "dtype_auto": dtype_name(auto), "best_cotlab_dtype": best and best["dtype"],
               "best_ratio_vs_plain_batched": best and best["ratio_vs_plain_batched"],
+              "best_fixed_length_ratio_vs_plain_batched": best and best.get("fixed_length_ratio_vs_plain_batched"),
               "ratio_vs_llama_cpp": round(best["tokens_per_second"] / peer["tokens_per_second"], 2) if best and peer else None,
+              "fixed_length_ratio_vs_llama_cpp": round(best[speed] / peer[speed], 2) if best and peer and args.fixed_length else None,
+              "fixed_length": args.fixed_length, "cpu_class": cpu_class(),
+              # oneDNN's ISA cap, if set: ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 runs an AMX CPU's bf16 and int8
+              # products on its AVX-512 (VNNI) kernels, as a CPU without AMX would.
+              "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
               "parameters": parameters, "matmul_peaks": peaks, "load_average": {"before": load_before, "after": load_average()},
               "rows": rows}
     path = write_result("generation", result, args.out)

@@ -16,8 +16,8 @@ class CotlabError(Exception):
 # bitsandbytes on a CPU with AVX512-BF16 tries to fetch an optional fused 4-bit kernel from the hub
 # at import and warns when it cannot (always, offline); its own fallback kernel then runs.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-# torchao (the int8 extra; --dev installs it) is imported by transformers whenever it is installed,
-# and on a CPU torch it warns that its CUDA kernels do not load, and torch that it registers its
-# enums the deprecated way: noise on every command's stderr, none of it about cotlab's CPU int8 path.
+# torchao (--dev installs it for a bench comparison row) is imported by transformers whenever it is
+# installed, and on a CPU torch it warns that its CUDA kernels do not load, and torch that it
+# registers its enums the deprecated way: noise on every command's stderr, none of it about cotlab.
 logging.getLogger("torchao").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)

@@ -41,15 +41,17 @@ def default_device() -> str:
 
 
 def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux reports them (empty elsewhere: no bf16 assumed)."""
+    """The CPU's feature flags as Linux reports them (empty elsewhere: no bf16 assumed), less AMX
+    where oneDNN is told not to use it (`ONEDNN_MAX_CPU_ISA`, e.g. AVX512_CORE_BF16): the dtype
+    policy then sees the CPU as its matrix products do, which is how a CPU without AMX (VNNI and
+    AVX-512 BF16 only, like most of the 2-core machines) is emulated on one with it."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    return flags if cap == "ALL" or "AMX" in cap else {flag for flag in flags if not flag.startswith("amx")}
 
 
 def cpu_supports_bf16() -> bool:
@@ -119,17 +121,19 @@ def cpu_class() -> str:
 # matrix-product peaks (--fp32 --bf16 --int8; `matmul_peaks` in bench/common.py).  Only an "int8"
 # entry makes auto decode in int8; any other entry, or none, leaves the choice to `default_dtype`
 # (bf16 with AMX, fp32 elsewhere), which these measurements agree with.
-#   amx:  bfloat16.  The 2-core AMX Xeon (branch i26-int8, a loaded machine) peaked at about
-#         1100 GFLOP/s in bf16, 313 GOP/s through torchao's int8 Linear and 270 GFLOP/s in fp32 on
-#         the model's MLP shape; the quiet re-run goes to bench/results/generation.json.
-#   vnni: not measured yet (fp32 until a bench/results/generation.json from such a CPU says otherwise).
+#   amx:  bfloat16.  bench/results/generation.json (2-core AMX Xeon, 64 questions x 64 tokens, fixed
+#         length): bf16 628 tokens/s, int8 548, fp32 360; GEMM peaks bf16 971, int8 1843, fp32 263.
+#   vnni: not set (fp32).  The same Xeon with oneDNN capped below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16,
+#         bench/results/generation_vnni_emulated.json): int8 557, fp32 393, bf16 338.  int8 is faster
+#         there, with no accuracy loss beyond noise (bench/results/int8_accuracy*.json), but it is an
+#         emulation and the main job has not been timed with it, so auto waits for a real VNNI CPU.
 CPU_DECODING_MEASURED: dict[str, str | None] = {"amx": "bfloat16", "vnni": None}
 
 
 def decoding_dtype(spec: str | torch.dtype | None = "auto", device: str | None = None,
                    load_in_4bit: bool = False) -> torch.dtype | str:
     """The dtype `load_model` decodes in: "int8" when asked for, or for `auto` on a CPU whose class
-    measured int8 fastest (`CPU_DECODING_MEASURED`, torchao installed, no 4-bit base); else
+    measured int8 fastest (`CPU_DECODING_MEASURED`, torch's int8 product present, no 4-bit base); else
     `resolve_dtype(spec)`.  Training never comes here: it takes `resolve_dtype`, which refuses int8."""
     if wants_int8(spec):
         return INT8

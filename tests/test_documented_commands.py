@@ -78,7 +78,7 @@ ELSEWHERE = {
     "cotlab export runs/cotlab-gpu-123456 --stage grpo --merge models/grpo":
         "tests/test_export.py::test_export_merges_the_chain_into_a_model_plain_transformers_loads",
     "python bench/sft.py --model Qwen/Qwen2.5-0.5B-Instruct --steps 50 --batch 16 --qlora": "tests/test_bench.py::test_sft_bench",
-    "python bench/generation.py --fp32 --bf16 --int8 --llama-cpp --out bench/results/generation.json":
+    "python bench/generation.py --fp32 --bf16 --int8 --torchao --llama-cpp --fixed-length --out bench/results/generation.json":
         "tests/test_bench.py::test_generation_bench_int8_row_and_llama_cpp_skipped_without_llama_cpp_python",
     "python bench/int8_accuracy.py --out bench/results/int8_accuracy.json": "tests/test_bench.py::test_int8_accuracy_bench",
 }

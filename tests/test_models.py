@@ -139,7 +139,6 @@ def test_int8_decoding_generates_and_mostly_agrees_with_fp32(tiny_fp32):
     """dtype int8 is accepted by load_model, quantises every Linear layer, generates, and picks
     fp32's next token on nearly every position of fp32's own greedy completions (teacher-forced,
     so one early difference does not count against every later token)."""
-    pytest.importorskip("torchao")
     import torch
 
     from cotlab.generate import SamplingConfig, generate
@@ -149,7 +148,8 @@ def test_int8_decoding_generates_and_mostly_agrees_with_fp32(tiny_fp32):
     fp32, tokenizer = tiny_fp32
     int8, _ = load_model("tiny-random", dtype="int8")
     assert is_int8(int8) and weights_dtype(int8) == "int8" and not is_int8(fp32)
-    assert type(int8.model.layers[0].mlp.down_proj.weight).__name__ == "Int8Tensor"
+    assert type(int8.model.layers[0].mlp.down_proj).__name__ == type(int8.lm_head).__name__ == "Int8Linear"
+    assert int8.model.layers[0].mlp.down_proj.weight.dtype == torch.int8
     prompts = _prompts(tokenizer)
     sampling = SamplingConfig(max_new_tokens=12, batch_size=4)
     reference = [c[0].text for c in generate(fp32, tokenizer, prompts, sampling, progress=False)]
@@ -164,7 +164,6 @@ def test_int8_decoding_generates_and_mostly_agrees_with_fp32(tiny_fp32):
 def test_int8_merges_the_adapter_before_quantising(tiny_fp32, tmp_path):
     """An adapter loaded with dtype int8 is folded into the weights: a plain (not PEFT) model with
     no LoRA layers left, whose logits follow base + adapter, not the base alone."""
-    pytest.importorskip("torchao")
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -196,7 +195,7 @@ def test_int8_is_for_cpu_decoding_only():
 def test_auto_decodes_in_int8_only_where_a_measurement_for_this_cpu_class_says_so(monkeypatch):
     """`decoding_dtype("auto")` follows CPU_DECODING_MEASURED by the CPU's class (AMX, VNNI without
     AMX, neither): today no class says int8, so auto is the float policy everywhere.  A measured
-    int8 entry turns it on for CPU decoding of that class only (torchao present, no 4-bit base);
+    int8 entry turns it on for CPU decoding of that class only (torch's int8 product present, no 4-bit base);
     an explicit dtype, and training (resolve_dtype, trainer_precision), never follow it."""
     import torch
 
@@ -224,13 +223,12 @@ def test_auto_decodes_in_int8_only_where_a_measurement_for_this_cpu_class_says_s
     assert models.decoding_dtype("auto", "cpu") != "int8"  # another class keeps its own entry
     monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512_vnni"})
     monkeypatch.setattr(models, "int8_available", lambda: False)
-    assert models.decoding_dtype("auto", "cpu") == torch.float32  # without torchao: the float policy
+    assert models.decoding_dtype("auto", "cpu") == torch.float32  # without torch._int_mm: the float policy
 
 
 def test_auto_int8_is_what_an_evaluation_records(monkeypatch):
     """Where the table says int8, load_model in auto quantises, and the evaluation's summary records
     dtype int8 (as it records float32 or bfloat16)."""
-    pytest.importorskip("torchao")
     from cotlab import models
     from cotlab.data import Record
     from cotlab.evaluate import evaluate
@@ -243,3 +241,25 @@ def test_auto_int8_is_what_an_evaluation_records(monkeypatch):
     result = evaluate(model, tokenizer, [Record(id="q1", question="What is 1 + 2?", answer="3")], sampling=SamplingConfig(max_new_tokens=4),
                       progress=False)
     assert result.summary["dtype"] == "int8"
+
+
+def test_a_onednn_isa_cap_below_amx_hides_amx_from_the_dtype_policy(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 keeps oneDNN off AMX; cpu_flags then leaves the amx_*
+    flags out, so auto picks what it would on a CPU without AMX (fp32, VNNI class): the emulation
+    bench/results/*_vnni_emulated.json and the emulated main job rely on."""
+    from pathlib import Path
+
+    import torch
+
+    from cotlab import models
+
+    cpuinfo = "processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8\n"
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: cpuinfo)
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    assert {"amx_bf16", "amx_int8", "avx512_vnni"} <= models.cpu_flags() and models.cpu_class() == "amx"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert models.cpu_class() == "amx"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert models.cpu_flags() == {"fpu", "avx512f", "avx512_bf16", "avx512_vnni"} and models.cpu_class() == "vnni"
+    assert not models.cpu_bf16_is_fast() and models.default_dtype("cpu") == torch.float32
