@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also run cotlab's path in bf16 (CPUs with bf16 instructions, GPUs)")
     parser.add_argument("--backend", choices=["hf", "vllm", "both"], default="hf",
                         help="hf: cotlab's decoder; vllm: a vLLM row instead; both: a vLLM row beside cotlab's (vLLM needs a GPU)")
-    parser.add_argument("--int8", action="store_true", help="also run cotlab's path with int8 Linear layers (CPU; torchao)")
+    parser.add_argument("--int8", action="store_true", help="also run cotlab's path with int8 Linear layers (CPU; cotlab.quantize)")
     parser.add_argument("--torchao", action="store_true", help="also run torchao's W8A8 int8 Linear layers (CPU; torchao)")
     parser.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp on the embedded GGUF (llama-cpp-python)")
     parser.add_argument("--fixed-length", action="store_true",
@@ -320,11 +320,11 @@ def main() -> None:
     for (label, dtype, model, _), speed, fixed, answer, count in zip(configs, speeds, fixed_speeds, answers, tokens):
         rate = statistics.median(speed)
         peak = peaks["gflops"].get("int8" if dtype == "q4_1" else dtype) if peaks else None
-        fixed = {"fixed_length_tokens_per_second": round(statistics.median(fixed), 1),
+        fixed_row = {"fixed_length_tokens_per_second": round(statistics.median(fixed), 1),
                  "fixed_length_tokens_per_second_range": [round(min(fixed), 1), round(max(fixed), 1)],
                  "fixed_length_ratio_vs_plain_batched": round(statistics.median(fixed) / statistics.median(fixed_speeds[0]), 2),
                  "fixed_length_peak_fraction": round(2 * parameters * statistics.median(fixed) / 1e9 / peak, 3) if peak else None,
-                 } if fixed else {}
+                     } if fixed else {}
         rows.append({"config": label, "dtype": dtype, "sequences": len(prompts), "tokens": count,
                      "tokens_per_second": round(rate, 1),
                      "tokens_per_second_range": [round(min(speed), 1), round(max(speed), 1)],
@@ -333,7 +333,7 @@ def main() -> None:
                      "token_agreement": None if label in ("llama.cpp", "vllm") else
                      round(token_agreement(model, fp32, tokenizer, prompts, texts[0]), 3),
                      "achieved_gflops": round(2 * parameters * rate / 1e9, 1),
-                     "peak_fraction": round(2 * parameters * rate / 1e9 / peak, 3) if peak else None, **fixed})
+                     "peak_fraction": round(2 * parameters * rate / 1e9 / peak, 3) if peak else None, **fixed_row})
     print_table(rows, ["config", "dtype", "tokens", "tokens_per_second", "tokens_per_second_range", "ratio_vs_plain_batched",
                        "greedy_agreement", "token_agreement", "peak_fraction"]
                 + ["fixed_length_tokens_per_second", "fixed_length_ratio_vs_plain_batched"] * args.fixed_length)
