@@ -321,9 +321,9 @@ def main() -> None:
         rate = statistics.median(speed)
         peak = peaks["gflops"].get("int8" if dtype == "q4_1" else dtype) if peaks else None
         fixed_row = {"fixed_length_tokens_per_second": round(statistics.median(fixed), 1),
-                 "fixed_length_tokens_per_second_range": [round(min(fixed), 1), round(max(fixed), 1)],
-                 "fixed_length_ratio_vs_plain_batched": round(statistics.median(fixed) / statistics.median(fixed_speeds[0]), 2),
-                 "fixed_length_peak_fraction": round(2 * parameters * statistics.median(fixed) / 1e9 / peak, 3) if peak else None,
+                     "fixed_length_tokens_per_second_range": [round(min(fixed), 1), round(max(fixed), 1)],
+                     "fixed_length_ratio_vs_plain_batched": round(statistics.median(fixed) / statistics.median(fixed_speeds[0]), 2),
+                     "fixed_length_peak_fraction": round(2 * parameters * statistics.median(fixed) / 1e9 / peak, 3) if peak else None,
                      } if fixed else {}
         rows.append({"config": label, "dtype": dtype, "sequences": len(prompts), "tokens": count,
                      "tokens_per_second": round(rate, 1),
